@@ -1,0 +1,322 @@
+//! Connection settings: where to connect, how to authenticate, and the protocol's timeouts.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::protocol::PROTOCOL_VERSION;
+
+/// Real Ably's production endpoint, as current ably-js uses it.
+pub const PRODUCTION_ENDPOINT: &str = "https://main.realtime.ably.net";
+
+/// Why a setting was refused.
+#[derive(Clone, Debug, Eq, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("endpoint `{0}` must start with http:// or https:// and name a host")]
+    InvalidEndpoint(String),
+    #[error("API key must look like `appId.keyId:secret` (a name, a colon, a secret)")]
+    InvalidKey,
+}
+
+/// Where the Ably-compatible service lives: one base URL gives both the realtime
+/// WebSocket URL and the REST base.
+///
+/// `http://host:port` means plain `ws://` and `http://` (a local Sockudo);
+/// `https://host` means `wss://` and `https://`.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct Endpoint {
+    realtime: String,
+    rest: String,
+}
+
+impl Endpoint {
+    /// Parses a base URL such as `http://127.0.0.1:6001` or `https://main.realtime.ably.net`.
+    pub fn parse(base: &str) -> Result<Self, ConfigError> {
+        let invalid = || ConfigError::InvalidEndpoint(base.to_owned());
+        let trimmed = base.trim().trim_end_matches('/');
+        let (secure, rest) = if let Some(rest) = trimmed.strip_prefix("https://") {
+            (true, rest)
+        } else if let Some(rest) = trimmed.strip_prefix("http://") {
+            (false, rest)
+        } else {
+            return Err(invalid());
+        };
+        if rest.is_empty() || rest.contains(['/', '?', '#', ' ', '@']) {
+            return Err(invalid());
+        }
+        let has_port = rest
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+            && !rest.ends_with(']');
+        let host_port = if has_port {
+            rest.to_owned()
+        } else {
+            format!("{rest}:{}", if secure { 443 } else { 80 })
+        };
+        let (ws, http) = if secure {
+            ("wss", "https")
+        } else {
+            ("ws", "http")
+        };
+        Ok(Self {
+            realtime: format!("{ws}://{host_port}"),
+            rest: format!("{http}://{host_port}"),
+        })
+    }
+
+    /// Real Ably.
+    pub fn production() -> Self {
+        Self {
+            realtime: "wss://main.realtime.ably.net:443".to_owned(),
+            rest: "https://main.realtime.ably.net:443".to_owned(),
+        }
+    }
+
+    /// Base of the WebSocket URL, e.g. `ws://127.0.0.1:6001`.
+    pub fn realtime(&self) -> &str {
+        &self.realtime
+    }
+
+    /// Base of the REST API, e.g. `http://127.0.0.1:6001`.
+    pub fn rest(&self) -> &str {
+        &self.rest
+    }
+}
+
+/// An Ably API key, `name:secret`. Its `Debug` never prints the secret.
+#[derive(Clone, Eq, PartialEq)]
+pub struct ApiKey {
+    name: String,
+    secret: String,
+}
+
+impl ApiKey {
+    /// Parses `appId.keyId:secret` (any `name:secret` with both parts non-empty).
+    pub fn parse(key: &str) -> Result<Self, ConfigError> {
+        let (name, secret) = key.trim().split_once(':').ok_or(ConfigError::InvalidKey)?;
+        if name.is_empty() || secret.is_empty() || secret.contains(':') {
+            return Err(ConfigError::InvalidKey);
+        }
+        Ok(Self {
+            name: name.to_owned(),
+            secret: secret.to_owned(),
+        })
+    }
+
+    /// The key name (`appId.keyId`), safe to show.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The secret, for signing token requests. Never send it to a browser.
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+
+    fn full(&self) -> String {
+        format!("{}:{}", self.name, self.secret)
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ApiKey({}:***)", self.name)
+    }
+}
+
+/// How the connection authenticates.
+#[derive(Clone, Eq, PartialEq)]
+pub enum Auth {
+    /// Basic auth with the key (servers only).
+    Key(ApiKey),
+    /// A token; when it is rejected or expires the connection asks for a new one
+    /// ([`crate::connection::Event::TokenRequired`]).
+    Token(String),
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Key(key) => key.fmt(f),
+            Self::Token(_) => f.write_str("Token(***)"),
+        }
+    }
+}
+
+/// Everything a [`crate::connection::Connection`] needs to know before it starts.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    pub endpoint: Endpoint,
+    pub auth: Auth,
+    /// Identity to connect as, if any.
+    pub client_id: Option<String>,
+    /// Whether our own publishes come back to us (`echo=false` when not).
+    pub echo: bool,
+    /// Ask for protocol-level heartbeats (needed in browsers, which hide WebSocket pings).
+    pub heartbeats: bool,
+    /// Extra connect-URL parameters, e.g. `appendRollupWindow`.
+    pub transport_params: Vec<(String, String)>,
+    /// The `agent` parameter.
+    pub agent: String,
+    /// A prefix unique to this client (random, chosen by the driver): message ids are
+    /// `<prefix>-<n>:<index>`, so a resent frame is recognised as the same publish.
+    pub id_prefix: String,
+    /// How long to wait for a reply (ATTACHED, CLOSED), and the slack added to the idle limit.
+    pub realtime_request_timeout: Duration,
+    /// How long opening a transport may take until CONNECTED arrives.
+    pub connect_timeout: Duration,
+    /// Base delay between reconnect attempts while `disconnected`.
+    pub disconnected_retry_timeout: Duration,
+    /// Delay between reconnect attempts while `suspended`.
+    pub suspended_retry_timeout: Duration,
+    /// How long a dropped connection stays resumable, until the server says otherwise.
+    pub connection_state_ttl: Duration,
+    /// Delay before re-attaching a channel that went `suspended`.
+    pub channel_retry_timeout: Duration,
+    /// Seed for the jitter on reconnect delays (fixed in tests, random in drivers).
+    pub jitter_seed: u64,
+}
+
+impl Config {
+    /// Settings with Ably's default timeouts.
+    pub fn new(endpoint: Endpoint, auth: Auth, id_prefix: impl Into<String>) -> Self {
+        Self {
+            endpoint,
+            auth,
+            client_id: None,
+            echo: true,
+            heartbeats: true,
+            transport_params: Vec::new(),
+            agent: concat!("ably-openai-relay/", env!("CARGO_PKG_VERSION")).to_owned(),
+            id_prefix: id_prefix.into(),
+            realtime_request_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(15),
+            disconnected_retry_timeout: Duration::from_secs(15),
+            suspended_retry_timeout: Duration::from_secs(30),
+            connection_state_ttl: Duration::from_secs(120),
+            channel_retry_timeout: Duration::from_secs(15),
+            jitter_seed: 0x9e37_79b9_7f4a_7c15,
+        }
+    }
+
+    /// The WebSocket URL to open, resuming `resume` when given.
+    pub fn connect_url(&self, resume: Option<&str>) -> String {
+        let mut url = format!("{}/?", self.endpoint.realtime());
+        let mut first = true;
+        let mut push = |key: &str, value: &str| {
+            if !first {
+                url.push('&');
+            }
+            first = false;
+            url.push_str(&encode_component(key));
+            url.push('=');
+            url.push_str(&encode_component(value));
+        };
+        match &self.auth {
+            Auth::Key(key) => push("key", &key.full()),
+            Auth::Token(token) => push("access_token", token),
+        }
+        if let Some(key) = resume {
+            push("resume", key);
+        }
+        if let Some(client_id) = &self.client_id {
+            push("clientId", client_id);
+        }
+        if !self.echo {
+            push("echo", "false");
+        }
+        push("format", "json");
+        push("heartbeats", if self.heartbeats { "true" } else { "false" });
+        push("v", &PROTOCOL_VERSION.to_string());
+        push("agent", &self.agent);
+        for (key, value) in &self.transport_params {
+            push(key, value);
+        }
+        url
+    }
+}
+
+/// Percent-encodes like JavaScript's `encodeURIComponent`.
+pub fn encode_component(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        match byte {
+            b'A'..=b'Z'
+            | b'a'..=b'z'
+            | b'0'..=b'9'
+            | b'-'
+            | b'_'
+            | b'.'
+            | b'!'
+            | b'~'
+            | b'*'
+            | b'\''
+            | b'('
+            | b')' => out.push(char::from(byte)),
+            _ => out.push_str(&format!("%{byte:02X}")),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_map_http_to_ws_and_https_to_wss() {
+        let local = Endpoint::parse("http://127.0.0.1:6001/").unwrap();
+        assert_eq!(local.realtime(), "ws://127.0.0.1:6001");
+        assert_eq!(local.rest(), "http://127.0.0.1:6001");
+        let ably = Endpoint::parse(PRODUCTION_ENDPOINT).unwrap();
+        assert_eq!(ably, Endpoint::production());
+        assert_eq!(
+            Endpoint::parse("http://localhost").unwrap().realtime(),
+            "ws://localhost:80"
+        );
+        for bad in [
+            "ws://x",
+            "127.0.0.1:6001",
+            "http://",
+            "https://h/path",
+            "http://u@h",
+        ] {
+            assert!(Endpoint::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn keys_parse_and_never_print_their_secret() {
+        let key = ApiKey::parse("appId.keyId:s3cret").unwrap();
+        assert_eq!(key.name(), "appId.keyId");
+        assert!(!format!("{key:?} {:?}", Auth::Key(key.clone())).contains("s3cret"));
+        for bad in ["nocolon", ":secret", "name:", "a:b:c"] {
+            assert_eq!(ApiKey::parse(bad), Err(ConfigError::InvalidKey), "{bad}");
+        }
+    }
+
+    #[test]
+    fn connect_url_carries_what_ably_js_sends() {
+        let key = ApiKey::parse("appId.keyId:secret").unwrap();
+        let mut config = Config::new(
+            Endpoint::parse("http://127.0.0.1:6001").unwrap(),
+            Auth::Key(key),
+            "p",
+        );
+        config.client_id = Some("agent 1".into());
+        config.echo = false;
+        config
+            .transport_params
+            .push(("appendRollupWindow".into(), "100".into()));
+        assert_eq!(
+            config.connect_url(Some("conn1!key")),
+            "ws://127.0.0.1:6001/?key=appId.keyId%3Asecret&resume=conn1!key&clientId=agent%201\
+             &echo=false&format=json&heartbeats=true&v=6&agent=ably-openai-relay%2F0.1.0\
+             &appendRollupWindow=100"
+        );
+        config.auth = Auth::Token("tok/en=".into());
+        assert!(config
+            .connect_url(None)
+            .starts_with("ws://127.0.0.1:6001/?access_token=tok%2Fen%3D&clientId="));
+    }
+}

@@ -1,0 +1,96 @@
+//! The answer metadata this system carries in `extras.headers`, and the message names it uses.
+//!
+//! These names are an interface: the page, the tests and other clients rely on them.
+
+use std::fmt;
+
+/// Name of the message that holds one answer (message-per-response).
+pub const ANSWER_NAME: &str = "response";
+/// Name of the message that holds a prompt.
+pub const PROMPT_NAME: &str = "prompt";
+/// Name of a message asking the publisher of an answer to stop; data is the answer's serial.
+pub const CANCEL_NAME: &str = "cancel";
+
+/// `streaming`, `completed`, `incomplete`, `failed` or `cancelled`.
+pub const STATUS: &str = "status";
+/// OpenAI's id for the response.
+pub const RESPONSE_ID: &str = "response-id";
+/// The model that produced the answer.
+pub const MODEL: &str = "model";
+/// Why an answer is incomplete (`max_output_tokens`, `content_filter`, `max_message_size`).
+pub const REASON: &str = "reason";
+/// Human-readable message when an answer failed.
+pub const ERROR: &str = "error";
+/// `true` when the text is a refusal.
+pub const REFUSAL: &str = "refusal";
+/// `openai`, or `replay` for recorded streams.
+pub const SOURCE: &str = "source";
+/// Serial of the prompt message the answer responds to.
+pub const PROMPT: &str = "prompt";
+
+/// Where an answer stands.
+#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
+pub enum Status {
+    Streaming,
+    Completed,
+    Incomplete,
+    Failed,
+    Cancelled,
+}
+
+impl Status {
+    /// The header value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Streaming => "streaming",
+            Self::Completed => "completed",
+            Self::Incomplete => "incomplete",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a header value; `None` for values this system does not define.
+    pub fn parse(value: &str) -> Option<Self> {
+        Some(match value {
+            "streaming" => Self::Streaming,
+            "completed" | "complete" => Self::Completed,
+            "incomplete" => Self::Incomplete,
+            "failed" => Self::Failed,
+            "cancelled" | "canceled" => Self::Cancelled,
+            _ => return None,
+        })
+    }
+
+    /// Whether no more text will follow.
+    pub fn is_terminal(self) -> bool {
+        self != Self::Streaming
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_round_trips_and_rejects_unknown_values() {
+        for s in [
+            Status::Streaming,
+            Status::Completed,
+            Status::Incomplete,
+            Status::Failed,
+            Status::Cancelled,
+        ] {
+            assert_eq!(Status::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(Status::parse("weird"), None);
+        assert!(!Status::Streaming.is_terminal());
+        assert!(Status::Cancelled.is_terminal());
+    }
+}

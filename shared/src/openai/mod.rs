@@ -1,0 +1,19 @@
+//! OpenAI Responses API streams: typed, tolerant stream events and the recorded-stream format.
+//!
+//! [`StreamEvent::from_data`] turns one SSE `data` field into an event. It dispatches on the
+//! JSON `type` (never on the SSE event name, which some servers omit), ignores unknown fields,
+//! keeps every field optional that a compatible server may leave out, and surfaces unknown
+//! event types as [`StreamEvent::Unknown`] instead of failing. [`recording`] parses the
+//! JSON-lines fixtures and renders the bytes a replay server writes for them.
+//!
+//! Nothing here performs IO.
+
+pub mod events;
+pub mod recording;
+
+pub use events::{
+    ArgumentsDone, ContentPart, ContentPartEvent, Decoded, ErrorEvent, EventError, ItemKind,
+    OutputItem, OutputItemEvent, PartKind, Position, ResponseError, ResponseEvent, ResponseInfo,
+    ResponseStatus, StreamEvent, TextDelta, TextDone,
+};
+pub use recording::{Attempt, Recording, RecordingError, RecordingErrorKind, Replay, Step};

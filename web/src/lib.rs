@@ -1,0 +1,1 @@
+//! The page (Leptos, issue 4) will live here; for now the crate proves `shared` links for wasm.
