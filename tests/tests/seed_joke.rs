@@ -39,6 +39,16 @@ fn run(window: Duration) -> (RelayDriver, SimChannel, Assembler) {
     (driver, channel, view)
 }
 
+/// The data of every append the relay published, in order.
+fn appended_texts(driver: &RelayDriver) -> Vec<&str> {
+    driver
+        .ops()
+        .iter()
+        .filter(|(_, op)| matches!(op, PublishOp::Append(_)))
+        .map(|(_, op)| op.text())
+        .collect()
+}
+
 fn only_answer(view: &Assembler) -> &shared::assembler::Answer {
     let answers: Vec<_> = view.answers().collect();
     assert_eq!(answers.len(), 1, "exactly one answer");
@@ -55,12 +65,7 @@ fn live_subscriber_gets_exactly_the_joke_completed() {
     assert_eq!(answer.header(headers::RESPONSE_ID), Some("resp_abc123"));
     assert_eq!(driver.relay().text(), JOKE);
     // Coalescing: fewer messages than deltas, the first delta alone and at once.
-    let appends: Vec<&str> = driver
-        .ops()
-        .iter()
-        .filter(|(_, op)| matches!(op, PublishOp::Append(_)))
-        .map(|(_, op)| op.text())
-        .collect();
+    let appends = appended_texts(&driver);
     assert!(appends.len() < 13, "{appends:?}");
     assert_eq!(appends[0], "Why");
     assert_eq!(appends.concat(), JOKE);
@@ -69,12 +74,7 @@ fn live_subscriber_gets_exactly_the_joke_completed() {
 #[test]
 fn window_zero_appends_each_of_the_guides_thirteen_deltas() {
     let (driver, _, view) = run(Duration::ZERO);
-    let appends: Vec<&str> = driver
-        .ops()
-        .iter()
-        .filter(|(_, op)| matches!(op, PublishOp::Append(_)))
-        .map(|(_, op)| op.text())
-        .collect();
+    let appends = appended_texts(&driver);
     assert_eq!(
         appends,
         [
@@ -107,12 +107,7 @@ fn only_the_message_item_is_published_and_history_holds_one_message() {
         Some(headers::ANSWER_NAME)
     );
     // The appends carry exactly the message item's text, the final update all of it.
-    let appended: String = rest
-        .iter()
-        .filter(|(_, op)| matches!(op, PublishOp::Append(_)))
-        .map(|(_, op)| op.text())
-        .collect();
-    assert_eq!(appended, JOKE);
+    assert_eq!(appended_texts(&driver).concat(), JOKE);
     let last = rest.last().map(|(_, op)| op).unwrap();
     assert!(matches!(last, PublishOp::Update(_)));
     assert_eq!(last.text(), JOKE);

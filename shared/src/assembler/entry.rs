@@ -243,6 +243,65 @@ fn fit(text: &str, room: usize) -> &str {
     text.get(..end).unwrap_or("")
 }
 
+/// The getters an answer and a prompt share, read from their [`Entry`].
+macro_rules! entry_getters {
+    ($kind:literal) => {
+        #[doc = concat!("The ", $kind, "'s serial, the same for every version.")]
+        pub fn serial(&self) -> &Serial {
+            &self.entry.serial
+        }
+
+        #[doc = concat!("The ", $kind, "'s text so far (cut at [`Config::max_text_bytes`](super::Config)).")]
+        pub fn text(&self) -> &str {
+            &self.entry.text
+        }
+
+        /// The original publisher's clientId.
+        pub fn client_id(&self) -> Option<&str> {
+            self.entry.client_id.as_deref()
+        }
+
+        /// When the original message was first received, in ms since the Unix epoch.
+        pub fn timestamp(&self) -> Option<i64> {
+            self.entry.timestamp
+        }
+
+        /// All string headers from the latest `extras.headers` seen.
+        pub fn headers(&self) -> &BTreeMap<String, String> {
+            &self.entry.headers
+        }
+
+        /// One header, such as [`headers::MODEL`].
+        pub fn header(&self, name: &str) -> Option<&str> {
+            self.entry.headers.get(name).map(String::as_str)
+        }
+
+        /// Whether the text lacks its beginning (joined mid-stream, no full version yet).
+        pub fn is_partial(&self) -> bool {
+            self.entry.partial
+        }
+
+        /// Whether the latest applied full version was a delete.
+        pub fn is_deleted(&self) -> bool {
+            self.entry.deleted
+        }
+
+        /// Whether the text was cut at the byte cap.
+        pub fn is_truncated(&self) -> bool {
+            self.entry.truncated
+        }
+
+        /// The version serial of the last applied delivery that had one.
+        pub fn version(&self) -> Option<&Serial> {
+            self.entry.version.as_ref()
+        }
+
+        pub(super) fn entry_mut(&mut self) -> &mut Entry {
+            &mut self.entry
+        }
+    };
+}
+
 /// One answer: the text rebuilt so far and what its headers say about it.
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub struct Answer {
@@ -251,6 +310,8 @@ pub struct Answer {
 }
 
 impl Answer {
+    entry_getters!("answer");
+
     pub(super) fn from_entry(entry: Entry) -> Self {
         let mut answer = Self {
             entry,
@@ -258,10 +319,6 @@ impl Answer {
         };
         answer.refresh_status();
         answer
-    }
-
-    pub(super) fn entry_mut(&mut self) -> &mut Entry {
-        &mut self.entry
     }
 
     /// Reads the status again from the `status` header.
@@ -274,65 +331,15 @@ impl Answer {
             .unwrap_or(Status::Streaming);
     }
 
-    /// The answer's serial, the same for every version.
-    pub fn serial(&self) -> &Serial {
-        &self.entry.serial
-    }
-
     /// The message name, normally [`headers::ANSWER_NAME`].
     pub fn name(&self) -> Option<&str> {
         self.entry.name.as_deref()
-    }
-
-    /// The text rebuilt so far (cut at [`Config::max_text_bytes`](super::Config)).
-    pub fn text(&self) -> &str {
-        &self.entry.text
     }
 
     /// The status from the `status` header; [`Status::Streaming`] when the header is missing
     /// or holds a value this system does not define.
     pub fn status(&self) -> Status {
         self.status
-    }
-
-    /// All string headers from the latest `extras.headers` seen.
-    pub fn headers(&self) -> &BTreeMap<String, String> {
-        &self.entry.headers
-    }
-
-    /// One header, such as [`headers::MODEL`].
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.entry.headers.get(name).map(String::as_str)
-    }
-
-    /// Whether the text lacks its beginning (joined mid-stream, no full version yet).
-    pub fn is_partial(&self) -> bool {
-        self.entry.partial
-    }
-
-    /// Whether the latest applied full version was a delete.
-    pub fn is_deleted(&self) -> bool {
-        self.entry.deleted
-    }
-
-    /// Whether the text was cut at the byte cap.
-    pub fn is_truncated(&self) -> bool {
-        self.entry.truncated
-    }
-
-    /// The version serial of the last applied delivery that had one.
-    pub fn version(&self) -> Option<&Serial> {
-        self.entry.version.as_ref()
-    }
-
-    /// The original publisher's clientId.
-    pub fn client_id(&self) -> Option<&str> {
-        self.entry.client_id.as_deref()
-    }
-
-    /// When the original message was first received, in ms since the Unix epoch.
-    pub fn timestamp(&self) -> Option<i64> {
-        self.entry.timestamp
     }
 }
 
@@ -343,56 +350,9 @@ pub struct Prompt {
 }
 
 impl Prompt {
+    entry_getters!("prompt");
+
     pub(super) fn from_entry(entry: Entry) -> Self {
         Self { entry }
-    }
-
-    pub(super) fn entry_mut(&mut self) -> &mut Entry {
-        &mut self.entry
-    }
-
-    /// The prompt's serial.
-    pub fn serial(&self) -> &Serial {
-        &self.entry.serial
-    }
-
-    /// The prompt's text.
-    pub fn text(&self) -> &str {
-        &self.entry.text
-    }
-
-    /// The clientId of whoever asked.
-    pub fn client_id(&self) -> Option<&str> {
-        self.entry.client_id.as_deref()
-    }
-
-    /// When the prompt was first received, in ms since the Unix epoch.
-    pub fn timestamp(&self) -> Option<i64> {
-        self.entry.timestamp
-    }
-
-    /// All string headers from the latest `extras.headers` seen.
-    pub fn headers(&self) -> &BTreeMap<String, String> {
-        &self.entry.headers
-    }
-
-    /// Whether the text lacks its beginning.
-    pub fn is_partial(&self) -> bool {
-        self.entry.partial
-    }
-
-    /// Whether the prompt was deleted.
-    pub fn is_deleted(&self) -> bool {
-        self.entry.deleted
-    }
-
-    /// Whether the text was cut at the byte cap.
-    pub fn is_truncated(&self) -> bool {
-        self.entry.truncated
-    }
-
-    /// The version serial of the last applied delivery that had one.
-    pub fn version(&self) -> Option<&Serial> {
-        self.entry.version.as_ref()
     }
 }

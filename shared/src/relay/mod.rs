@@ -154,6 +154,9 @@ pub struct Relay {
     last_publish: Option<Instant>,
     /// Appends queued since the last update, to tell whether a NACK needs a repair.
     appends_since_update: usize,
+    /// The size of a cut answer's message without text, computed once per header change
+    /// rather than on every delta.
+    cut_overhead: Option<usize>,
 }
 
 impl Relay {
@@ -182,6 +185,7 @@ impl Relay {
             diverged: false,
             last_publish: None,
             appends_since_update: 0,
+            cut_overhead: None,
         }
     }
 
@@ -412,16 +416,19 @@ impl Relay {
         let Some(limit) = self.config.max_message_size else {
             return;
         };
-        let mut cut_headers = self.headers.clone();
-        cut_headers.insert(
-            headers::STATUS.to_owned(),
-            Status::Incomplete.as_str().to_owned(),
-        );
-        cut_headers.insert(
-            headers::REASON.to_owned(),
-            MAX_MESSAGE_SIZE_REASON.to_owned(),
-        );
-        let room = limit.saturating_sub(overhead(&cut_headers));
+        let cut_overhead = *self.cut_overhead.get_or_insert_with(|| {
+            let mut cut_headers = self.headers.clone();
+            cut_headers.insert(
+                headers::STATUS.to_owned(),
+                Status::Incomplete.as_str().to_owned(),
+            );
+            cut_headers.insert(
+                headers::REASON.to_owned(),
+                MAX_MESSAGE_SIZE_REASON.to_owned(),
+            );
+            overhead(&cut_headers)
+        });
+        let room = limit.saturating_sub(cut_overhead);
         if self.text.len() > room {
             self.text.truncate(room);
             self.finish(
@@ -532,7 +539,10 @@ impl Relay {
     }
 
     fn set_header(&mut self, name: &str, value: &str) {
-        self.headers.insert(name.to_owned(), value.to_owned());
+        if self.headers.get(name).map(String::as_str) != Some(value) {
+            self.headers.insert(name.to_owned(), value.to_owned());
+            self.cut_overhead = None;
+        }
     }
 }
 
