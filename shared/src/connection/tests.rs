@@ -803,3 +803,40 @@ mod robustness {
         }
     }
 }
+
+#[test]
+fn appends_updates_and_deletes_target_a_serial_and_get_their_version_serial() {
+    let mut conn = attached();
+    let target = Serial::from("S1");
+    let ops = [
+        (
+            Message::append(&target, " World"),
+            MessageAction::APPEND,
+            "V2",
+        ),
+        (
+            Message::update(&target, "Hello World"),
+            MessageAction::UPDATE,
+            "V3",
+        ),
+        (Message::delete(&target), MessageAction::DELETE, "V4"),
+    ];
+    for (n, (message, action, version)) in ops.into_iter().enumerate() {
+        let id = conn.publish(at(8), &channel(), vec![message]).unwrap();
+        let sent = frames(&drain(&mut conn));
+        let m = &sent[0].messages.as_ref().unwrap()[0];
+        assert_eq!((m.action(), m.serial.as_ref()), (action, Some(&target)));
+        assert_eq!(m.id.as_ref().unwrap().as_str(), format!("pub1-{n}:0"));
+        let ack = format!(
+            r#"{{"action":1,"msgSerial":{n},"count":1,"res":[{{"serials":["{version}"]}}]}}"#
+        );
+        let out = text(&mut conn, at(9), &ack);
+        assert_eq!(
+            out,
+            [Output::Event(Event::Published {
+                id,
+                outcome: Ok(vec![Some(Serial::from(version))])
+            })]
+        );
+    }
+}

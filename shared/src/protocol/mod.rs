@@ -219,6 +219,40 @@ pub struct Message {
 }
 
 impl Message {
+    /// A new message (action CREATE) named `name` with text data.
+    pub fn create(name: &str, text: &str) -> Self {
+        Self {
+            name: Some(name.to_owned()),
+            data: Some(Value::String(text.to_owned())),
+            action: Some(MessageAction::CREATE),
+            ..Self::default()
+        }
+    }
+
+    /// An append (action APPEND) of a text fragment to the message `serial`.
+    pub fn append(serial: &Serial, fragment: &str) -> Self {
+        Self::targeting(serial, MessageAction::APPEND, Some(fragment))
+    }
+
+    /// An update (action UPDATE) replacing the text of the message `serial`.
+    pub fn update(serial: &Serial, text: &str) -> Self {
+        Self::targeting(serial, MessageAction::UPDATE, Some(text))
+    }
+
+    /// A delete (action DELETE) of the message `serial`, leaving its data as it was.
+    pub fn delete(serial: &Serial) -> Self {
+        Self::targeting(serial, MessageAction::DELETE, None)
+    }
+
+    fn targeting(serial: &Serial, action: MessageAction, text: Option<&str>) -> Self {
+        Self {
+            serial: Some(serial.clone()),
+            data: text.map(|t| Value::String(t.to_owned())),
+            action: Some(action),
+            ..Self::default()
+        }
+    }
+
     /// The message's action, CREATE when the wire left it out.
     pub fn action(&self) -> MessageAction {
         self.action.unwrap_or(MessageAction::CREATE)

@@ -1,47 +1,27 @@
-//! Builders for the messages a publisher sends, so tests read as the operations they perform.
-
-use serde_json::Value;
+//! Short names for the messages a publisher sends, so tests read as the operations they
+//! perform.
 
 use crate::ids::Serial;
-use crate::protocol::{Message, MessageAction};
+use crate::protocol::Message;
 
-/// A create (action 0) named `name` with text data.
+/// A create named `name` with text data ([`Message::create`]).
 pub fn create(name: &str, text: &str) -> Message {
-    Message {
-        name: Some(name.to_owned()),
-        data: Some(Value::String(text.to_owned())),
-        action: Some(MessageAction::CREATE),
-        ..Message::default()
-    }
+    Message::create(name, text)
 }
 
-/// An append (action 5) of a text fragment to the message `serial`.
+/// An append of a text fragment to the message `serial` ([`Message::append`]).
 pub fn append(serial: &Serial, fragment: &str) -> Message {
-    Message {
-        serial: Some(serial.clone()),
-        data: Some(Value::String(fragment.to_owned())),
-        action: Some(MessageAction::APPEND),
-        ..Message::default()
-    }
+    Message::append(serial, fragment)
 }
 
-/// An update (action 1) replacing the text of the message `serial`.
+/// An update replacing the text of the message `serial` ([`Message::update`]).
 pub fn update(serial: &Serial, text: &str) -> Message {
-    Message {
-        serial: Some(serial.clone()),
-        data: Some(Value::String(text.to_owned())),
-        action: Some(MessageAction::UPDATE),
-        ..Message::default()
-    }
+    Message::update(serial, text)
 }
 
-/// A delete (action 2) of the message `serial`, leaving its data as it was.
+/// A delete of the message `serial`, leaving its data as it was ([`Message::delete`]).
 pub fn delete(serial: &Serial) -> Message {
-    Message {
-        serial: Some(serial.clone()),
-        action: Some(MessageAction::DELETE),
-        ..Message::default()
-    }
+    Message::delete(serial)
 }
 
 /// `msg` with `extras` set to `{"headers": {…}}` holding `headers`.
