@@ -16,6 +16,7 @@
 #![deny(clippy::disallowed_methods)]
 
 pub mod assembler;
+pub mod auth;
 pub mod codec;
 pub mod connection;
 pub mod headers;
