@@ -720,7 +720,7 @@ fn string(value: Option<&Value>) -> Option<String> {
 }
 
 /// An error code as text: strings as they are, numbers in decimal, anything else absent.
-fn code_text(value: &Value) -> Option<String> {
+pub(crate) fn code_text(value: &Value) -> Option<String> {
     match value {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),

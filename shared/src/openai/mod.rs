@@ -4,12 +4,14 @@
 //! JSON `type` (never on the SSE event name, which some servers omit), ignores unknown fields,
 //! keeps every field optional that a compatible server may leave out, and surfaces unknown
 //! event types as [`StreamEvent::Unknown`] instead of failing. [`recording`] parses the
-//! JSON-lines fixtures and renders the bytes a replay server writes for them.
+//! JSON-lines fixtures and renders the bytes a replay server writes for them; [`retry`] decides
+//! whether a request that failed before its stream began is tried again.
 //!
 //! Nothing here performs IO.
 
 pub mod events;
 pub mod recording;
+pub mod retry;
 
 pub use events::{
     ArgumentsDone, ContentPart, ContentPartEvent, Decoded, ErrorEvent, EventError, ItemKind,
@@ -17,3 +19,4 @@ pub use events::{
     ResponseStatus, StreamEvent, TextDelta, TextDone,
 };
 pub use recording::{Attempt, Recording, RecordingError, RecordingErrorKind, Replay, Step};
+pub use retry::{ApiError, Decision, Failure, RetryPolicy};
