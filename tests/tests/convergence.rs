@@ -243,7 +243,6 @@ impl Subscriber {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(192))]
 
     #[test]
     fn every_subscriber_ends_with_every_answer_exactly(

@@ -779,7 +779,6 @@ mod robustness {
     ];
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(512))]
 
         /// No input makes the machine panic, and a transient state always has a deadline.
         #[test]

@@ -462,7 +462,9 @@ impl Relay {
     /// Queues what is still buffered, then the final update with the whole text.
     fn emit_final(&mut self, now: Instant) {
         if let Some(limit) = self.config.max_message_size {
-            // The final headers may be longer than the ones the text was checked against.
+            // The final headers may be longer than the ones the text was checked against:
+            // an error message is shortened first, then the text.
+            self.fit_error_header(limit);
             self.text
                 .truncate(limit.saturating_sub(overhead(&self.headers)));
         }
@@ -474,6 +476,19 @@ impl Relay {
         }
         self.publish_update(now);
         self.closed = true;
+    }
+
+    /// Shortens the `error` header so that the headers alone fit in `limit`, if they can.
+    fn fit_error_header(&mut self, limit: usize) {
+        let excess = overhead(&self.headers).saturating_sub(limit);
+        if excess == 0 {
+            return;
+        }
+        if let Some(error) = self.headers.get(headers::ERROR) {
+            // Each byte cut from the text shortens its JSON form by at least one byte.
+            let shorter = cap(error, error.len().saturating_sub(excess));
+            self.set_header(headers::ERROR, &shorter);
+        }
     }
 
     fn has_pending(&self) -> bool {

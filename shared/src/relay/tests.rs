@@ -1156,3 +1156,26 @@ proptest! {
         }
     }
 }
+
+/// Found by a long run of the property above: with a small limit, the final headers
+/// (a long error message among them) left no room, and the final update was too large.
+#[test]
+fn a_long_error_message_is_shortened_so_the_final_update_fits() {
+    let limit = 300;
+    let mut relay = Relay::new(RelayConfig {
+        max_message_size: Some(limit),
+        ..config(0)
+    });
+    relay.handle_event(ms(0), &created());
+    relay.handle_created(ms(1), Serial::new(SERIAL));
+    relay.handle_event(ms(2), &delta("a", "some text"));
+    relay.handle_stream_error(ms(3), &"connection reset by peer; ".repeat(40));
+    let ops: Vec<PublishOp> = std::iter::from_fn(|| relay.poll_op()).collect();
+    let last = ops.last().unwrap().message();
+    assert!(last.wire_size() <= limit, "{} > {limit}", last.wire_size());
+    assert_eq!(last.header(headers::STATUS), Some("failed"));
+    assert!(last
+        .header(headers::ERROR)
+        .unwrap()
+        .starts_with("connection reset by peer"));
+}
