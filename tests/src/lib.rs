@@ -1,6 +1,9 @@
 //! Helpers for the cross-crate end-to-end tests in `tests/tests/`: recorded streams and
 //! synthetic OpenAI events.
 
+pub mod realtime;
+pub mod sockudo;
+
 use std::path::PathBuf;
 
 use serde_json::{json, Value};
