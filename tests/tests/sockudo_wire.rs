@@ -9,12 +9,11 @@ use std::time::Duration;
 use shared::assembler::Assembler;
 use shared::connection::{ApiKey, AttachOptions, Auth, ChannelState, Config, Endpoint, Event};
 use shared::headers::Status;
-use shared::relay::{PublishOp, Relay, RelayConfig};
-use shared::Instant;
+use shared::relay::{Relay, RelayConfig};
+use tests::publish::relay_events;
 use tests::realtime::Client;
 use tests::recorded_events;
 use tests::sockudo::{Sockudo, API_KEY};
-use tokio::sync::oneshot;
 
 const JOKE: &str = "Why don't scientists trust atoms? Because they make up everything.";
 const WAIT: Duration = Duration::from_secs(15);
@@ -70,58 +69,26 @@ async fn assemble_until_done(client: &mut Client) -> Assembler {
     view
 }
 
-/// Streams the recorded joke through a relay over `publisher`, cutting its transport
-/// before event `cut_at` if given, pacing events `gap` apart.
+/// Streams the recorded joke through a relay over `publisher`, `gap` apart, cutting its
+/// transport before event `cut_at` if given.
 async fn publish_joke(
     publisher: &Client,
     channel: &str,
     gap: Duration,
     cut_at: Option<usize>,
 ) -> Relay {
-    let epoch = std::time::Instant::now();
-    let now = || Instant::from_millis(u64::try_from(epoch.elapsed().as_millis()).unwrap());
-    let mut relay = Relay::new(RelayConfig {
+    let events = recorded_events("00_seed_joke.jsonl").unwrap();
+    let config = RelayConfig {
         max_message_size: Some(65_536),
         ..RelayConfig::default()
-    });
-    let mut pending: Vec<oneshot::Receiver<_>> = Vec::new();
-    for (i, event) in recorded_events("00_seed_joke.jsonl")
-        .unwrap()
-        .iter()
-        .enumerate()
-    {
-        if cut_at == Some(i) {
-            publisher.cut();
-        }
-        relay.handle_event(now(), event);
-        relay.handle_timeout(now());
-        while let Some(op) = relay.poll_op() {
-            match op {
-                PublishOp::Create(message) => match publisher.publish(channel, vec![message]).await
-                {
-                    Ok(serials) => {
-                        relay.handle_created(now(), serials[0].clone().expect("create serial"))
-                    }
-                    Err(err) => panic!("create refused: {err}"),
-                },
-                other => {
-                    pending.push(publisher.publish_pipelined(channel, vec![other.into_message()]))
-                }
-            }
-        }
-        tokio::time::sleep(gap).await;
-    }
+    };
+    let relay = relay_events(publisher, channel, &events, config, gap, cut_at)
+        .await
+        .unwrap();
     assert!(
         relay.is_finished(),
         "the recording ends with response.completed"
     );
-    for outcome in pending {
-        let outcome = tokio::time::timeout(WAIT, outcome)
-            .await
-            .expect("ACK in time")
-            .expect("driver alive");
-        assert!(outcome.is_ok(), "publish refused: {outcome:?}");
-    }
     relay
 }
 
