@@ -9,7 +9,7 @@ use std::io::Write as _;
 use std::time::Duration;
 
 use shared::assembler::{Assembler, Change};
-use shared::connection::{ApiKey, AttachOptions, Auth, ChannelState, Config, Endpoint, Event};
+use shared::connection::{ApiKey, AttachOptions, Auth, Config, Endpoint, Event};
 use shared::openai::StreamEvent;
 use shared::relay::RelayConfig;
 use tests::publish::relay_events;
@@ -114,20 +114,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
 }
 
 async fn attached(client: &mut Client) -> Result<(), Box<dyn Error>> {
-    let ok = client
-        .wait_for(Duration::from_secs(15), |e| match e {
-            Event::ChannelStateChanged {
-                current: ChannelState::Attached,
-                ..
-            } => Some(true),
-            Event::ChannelStateChanged {
-                current: ChannelState::Failed,
-                ..
-            } => Some(false),
-            _ => None,
-        })
-        .await;
-    if ok == Some(true) {
+    if client.wait_attached(Duration::from_secs(15)).await {
         Ok(())
     } else {
         Err(format!("could not attach to {CHANNEL}").into())

@@ -10,8 +10,8 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use shared::codec;
 use shared::connection::{
-    AttachOptions, CommandError, Config, Connection, Event, Output, PublishId, PublishOutcome,
-    Transmit,
+    AttachOptions, ChannelState, CommandError, Config, Connection, Event, Output, PublishId,
+    PublishOutcome, Transmit,
 };
 use shared::protocol::Message;
 use shared::{ChannelName, Instant};
@@ -108,6 +108,24 @@ impl Client {
         .await
         .ok()
         .flatten()
+    }
+
+    /// Waits until a channel reaches `attached` (true) or `failed` (false), up to `limit`.
+    pub async fn wait_attached(&mut self, limit: Duration) -> bool {
+        let outcome = self
+            .wait_for(limit, |e| match e {
+                Event::ChannelStateChanged {
+                    current: ChannelState::Attached,
+                    ..
+                } => Some(true),
+                Event::ChannelStateChanged {
+                    current: ChannelState::Failed,
+                    ..
+                } => Some(false),
+                _ => None,
+            })
+            .await;
+        outcome == Some(true)
     }
 
     /// Closes the connection and stops the driver.

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use shared::assembler::Assembler;
-use shared::connection::{ApiKey, AttachOptions, Auth, ChannelState, Config, Endpoint, Event};
+use shared::connection::{ApiKey, AttachOptions, Auth, Config, Endpoint, Event};
 use shared::headers::Status;
 use shared::relay::{Relay, RelayConfig};
 use tests::publish::relay_events;
@@ -29,22 +29,9 @@ fn config(server: &Sockudo, name: &str, echo: bool) -> Config {
 async fn attached(server: &Sockudo, name: &str, channel: &str, options: AttachOptions) -> Client {
     let mut client = Client::start(config(server, name, true));
     client.attach(channel, options);
-    let ok = client
-        .wait_for(WAIT, |e| match e {
-            Event::ChannelStateChanged {
-                current: ChannelState::Attached,
-                ..
-            } => Some(true),
-            Event::ChannelStateChanged {
-                current: ChannelState::Failed,
-                ..
-            } => Some(false),
-            _ => None,
-        })
-        .await;
-    assert_eq!(
+    let ok = client.wait_attached(WAIT).await;
+    assert!(
         ok,
-        Some(true),
         "{name} did not attach; server log:\n{}",
         server.log_tail()
     );
