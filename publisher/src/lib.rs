@@ -1,1 +1,5 @@
-//! The daemon (issue 3) will live here: tokio drivers around `shared` for OpenAI and Ably.
+//! The daemon's library: the OpenAI client, the tokio driver of the shared Ably connection,
+//! the answer runner, the HTTP API and the local replay server, behind the `publisher` CLI.
+
+pub mod openai;
+pub mod replay;

@@ -1,0 +1,3 @@
+//! The `publisher` command line.
+
+fn main() {}

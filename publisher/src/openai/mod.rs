@@ -1,0 +1,1 @@
+//! OpenAI Responses client: the streaming request with retries, and the SSE stream around it.
