@@ -1,5 +1,14 @@
 //! The daemon's library: the OpenAI client, the tokio driver of the shared Ably connection,
 //! the answer runner, the HTTP API and the local replay server, behind the `publisher` CLI.
 
+pub mod ably;
+pub mod answer;
+pub mod ask;
+pub mod cancel;
+pub mod channel;
+pub mod cli;
+pub mod metrics;
 pub mod openai;
 pub mod replay;
+pub mod serve;
+pub mod setup;

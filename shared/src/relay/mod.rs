@@ -14,6 +14,7 @@
 //! repeated on every message, because an append replaces `extras`. The final update carries
 //! the whole text, so subscribers and history converge even if an append was lost.
 
+mod budget;
 mod text;
 
 #[cfg(test)]
@@ -31,6 +32,8 @@ use crate::openai::{ContentPart, PartKind, Position, ResponseInfo, StreamEvent};
 use crate::protocol::{Message, MessageAction};
 use crate::time::Instant;
 use text::{AnswerText, Edit};
+
+pub use budget::Budget;
 
 /// The default coalescing window: at most one append per 40 ms per answer.
 pub const DEFAULT_WINDOW: Duration = Duration::from_millis(40);
@@ -186,6 +189,14 @@ impl Relay {
             last_publish: None,
             appends_since_update: 0,
             cut_overhead: None,
+        }
+    }
+
+    /// Queues the create now, before any stream event, so the answer's message exists (and
+    /// its serial is known) while the model is still thinking. Does nothing if queued.
+    pub fn start(&mut self) {
+        if !self.ended {
+            self.ensure_created();
         }
     }
 

@@ -617,6 +617,27 @@ fn a_stream_that_skips_response_created_still_creates_first() {
 }
 
 #[test]
+fn start_creates_before_any_event_and_only_once() {
+    let mut h = Harness::window(40);
+    h.relay.start();
+    h.relay.start();
+    h.drain();
+    assert_eq!(h.transcript(), ["create"]);
+    h.event(0, &created());
+    h.event(1, &delta("m", "Hi"));
+    h.event(2, &completed());
+    assert_eq!(
+        h.transcript(),
+        ["create", "append \"Hi\"", "update[completed] \"Hi\""]
+    );
+    assert_eq!(
+        h.relay.headers().get("response-id").map(String::as_str),
+        Some("resp_1")
+    );
+    h.check_invariants();
+}
+
+#[test]
 fn stream_end_before_any_event_still_reports_the_failure() {
     let mut h = Harness::window(40);
     h.relay.handle_stream_end(ms(0));

@@ -1,0 +1,493 @@
+//! Runs one answer end to end: the OpenAI stream goes through a `Relay`, whose publishes go
+//! out over the shared Ably connection, paced by the connection's budget.
+//!
+//! The create is published first and awaited (its serial names the answer); appends are
+//! pipelined and never awaited one by one; a refused append is repaired by a full-text
+//! update; the final update carries the terminal status. The loop stops reading the stream
+//! once the answer has ended, which also stops generation on a cancel.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::stream::FuturesUnordered;
+use futures_util::StreamExt;
+use shared::connection::PublishOutcome;
+use shared::headers::{self, Status};
+use shared::protocol::{ErrorInfo, Message};
+use shared::relay::{Budget, PublishOp, Relay, RelayConfig};
+use shared::{ChannelName, Instant, Serial};
+use tokio::sync::{oneshot, watch};
+
+use crate::ably::{Realtime, APPENDS_NOT_ENABLED, APPENDS_NOT_ENABLED_HELP};
+use crate::metrics::Metrics;
+use crate::openai::{OpenAi, ResponseRequest, ResponseStream};
+
+/// How long the create's ACK may take before the answer gives up.
+const CREATE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long the last publishes' ACKs may take once the answer has ended.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Why an answer is asked to stop early.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Stop {
+    /// Keep going.
+    No,
+    /// A user cancelled: the answer ends `cancelled`.
+    Cancel,
+    /// The daemon is shutting down: the answer ends `failed` saying so.
+    Shutdown,
+}
+
+/// The `error` header of answers cut short by a shutdown.
+pub const SHUTDOWN_ERROR: &str = "the publisher shut down before the answer finished";
+
+/// What every answer of one process shares: the connection, the model client, the rate
+/// budget, the metrics.
+#[derive(Clone)]
+pub struct Answers {
+    pub realtime: Realtime,
+    pub openai: OpenAi,
+    pub metrics: Arc<Metrics>,
+    /// The publisher-side coalescing window when the budget does not ask for more.
+    pub window: Duration,
+    /// The `source` header of every answer.
+    pub source: String,
+    budget: Arc<Mutex<Budget>>,
+    active: Arc<AtomicUsize>,
+    epoch: tokio::time::Instant,
+}
+
+/// One answer to stream.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub channel: ChannelName,
+    pub request: ResponseRequest,
+    /// The prompt message this answer responds to, if it was published.
+    pub prompt: Option<Serial>,
+}
+
+/// How an answer went.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    /// The answer message's serial, if its create was ACKed.
+    pub serial: Option<Serial>,
+    pub status: Status,
+    pub text: String,
+    /// The `error` (or `reason`) header, or why publishing failed.
+    pub detail: Option<String>,
+    /// Publishing problems (refused update, missing ACKs): subscribers may lack the end.
+    pub publish_error: Option<String>,
+    pub appends: u64,
+    pub messages: u64,
+    pub repairs: u64,
+    /// Retries the OpenAI request needed before its stream began.
+    pub retries: u32,
+}
+
+/// Observes an answer while it runs.
+pub trait Observer: Send {
+    /// The create was ACKed (`Ok(serial)`) or refused.
+    fn created(&mut self, _result: Result<&Serial, &str>) {}
+    /// The answer's text so far, after each stream event that changed it.
+    fn text(&mut self, _text: &str) {}
+}
+
+impl Observer for () {}
+
+/// Delivers the serial (or the refusal) to whoever waits for it, once.
+impl Observer for Option<oneshot::Sender<Result<Serial, String>>> {
+    fn created(&mut self, result: Result<&Serial, &str>) {
+        if let Some(tx) = self.take() {
+            let _ = tx.send(result.cloned().map_err(str::to_owned));
+        }
+    }
+}
+
+type InFlight = Pin<Box<dyn Future<Output = (Kind, PublishOutcome)> + Send>>;
+
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+enum Kind {
+    Create,
+    Append,
+    Update,
+}
+
+impl Answers {
+    /// Shares `realtime` and `openai` among answers, publishing at most `rate` messages per
+    /// second on the connection (0 = unlimited) with a base window of `window`.
+    pub fn new(
+        realtime: Realtime,
+        openai: OpenAi,
+        metrics: Arc<Metrics>,
+        window: Duration,
+        rate: u32,
+        source: &str,
+    ) -> Self {
+        Self {
+            realtime,
+            openai,
+            metrics,
+            window,
+            source: source.to_owned(),
+            budget: Arc::new(Mutex::new(Budget::new(rate))),
+            active: Arc::new(AtomicUsize::new(0)),
+            epoch: tokio::time::Instant::now(),
+        }
+    }
+
+    /// How many answers are streaming now.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Streams one answer until it ends (or `stop` says so), reporting to `observer`.
+    pub async fn run(
+        &self,
+        job: Job,
+        mut stop: watch::Receiver<Stop>,
+        observer: &mut dyn Observer,
+    ) -> Report {
+        let _active = ActiveGuard::new(&self.active);
+        self.metrics.answers_started.fetch_add(1, Ordering::Relaxed);
+        let started = tokio::time::Instant::now();
+        let mut relay = Relay::new(RelayConfig {
+            window: self.current_window(),
+            source: self.source.clone(),
+            prompt: job.prompt.clone(),
+            max_message_size: Some(self.realtime.snapshot().max_message_size),
+        });
+        let mut run = Run {
+            answers: self,
+            channel: &job.channel,
+            in_flight: FuturesUnordered::new(),
+            report: Report {
+                serial: None,
+                status: Status::Streaming,
+                text: String::new(),
+                detail: None,
+                publish_error: None,
+                appends: 0,
+                messages: 0,
+                repairs: 0,
+                retries: 0,
+            },
+            first_text: None,
+            started,
+            create_sent: None,
+            fatal: None,
+        };
+        relay.start();
+        run.pump(&mut relay).await;
+
+        let openai = self.openai.clone();
+        let request = job.request.clone();
+        let mut opening: Pin<Box<dyn Future<Output = _> + Send>> =
+            Box::pin(async move { openai.stream(&request).await });
+        let mut stream: Option<ResponseStream> = None;
+        let mut opened = false;
+        let mut last_text_len = 0;
+        let mut stop_open = true;
+
+        loop {
+            if run.fatal.is_some() {
+                break;
+            }
+            if relay.is_finished() {
+                // Everything is queued and sent; `drain` waits for the last ACKs.
+                break;
+            }
+            let ended = relay.is_finished() || relay.status().is_terminal();
+            let reading = !ended && stream.is_some();
+            let timeout = relay.poll_timeout().map(|at| self.at(at));
+            let create_deadline = run
+                .create_sent
+                .filter(|_| run.report.serial.is_none())
+                .map(|sent| sent + CREATE_TIMEOUT);
+            tokio::select! {
+                changed = stop.changed(), if !ended && stop_open => {
+                    stop_open = changed.is_ok();
+                    let reason = if stop_open { *stop.borrow() } else { Stop::No };
+                    match reason {
+                        Stop::No => {}
+                        Stop::Cancel => relay.cancel(self.now()),
+                        Stop::Shutdown => relay.handle_stream_error(self.now(), SHUTDOWN_ERROR),
+                    }
+                    if reason != Stop::No {
+                        stream = None;
+                    }
+                }
+                result = &mut opening, if !opened && !ended => {
+                    opened = true;
+                    match result {
+                        Ok(s) => {
+                            run.report.retries = s.retries();
+                            stream = Some(s);
+                        }
+                        Err(err) => {
+                            tracing::warn!(channel = %job.channel, error = %err, "the model request failed");
+                            relay.handle_stream_error(self.now(), &err.to_string());
+                        }
+                    }
+                }
+                item = next_event(&mut stream), if reading => {
+                    match item {
+                        Some(Ok(event)) => relay.handle_event(self.now(), &event),
+                        Some(Err(err)) if !err.is_fatal() => {
+                            tracing::warn!(channel = %job.channel, error = %err, "skipped a malformed stream event");
+                        }
+                        Some(Err(err)) => {
+                            tracing::warn!(channel = %job.channel, error = %err, "the model stream failed");
+                            relay.handle_stream_error(self.now(), &err.to_string());
+                        }
+                        None => relay.handle_stream_end(self.now()),
+                    }
+                    if relay.text().len() != last_text_len {
+                        last_text_len = relay.text().len();
+                        observer.text(relay.text());
+                    }
+                }
+                Some((kind, outcome)) = run.in_flight.next(), if !run.in_flight.is_empty() => {
+                    run.settle(&mut relay, kind, outcome, observer);
+                }
+                () = sleep(timeout), if timeout.is_some() => relay.handle_timeout(self.now()),
+                () = sleep(create_deadline), if create_deadline.is_some() => {
+                    run.fatal = Some(format!("no ACK for the answer's create within {CREATE_TIMEOUT:?}"));
+                    observer.created(Err("no ACK for the create"));
+                }
+            }
+            if relay.status().is_terminal() {
+                // The answer has ended: stop reading (and so stop generation).
+                stream = None;
+            }
+            relay.set_window(self.current_window());
+            run.pump(&mut relay).await;
+        }
+        // Stop reading the model's stream (closing it stops generation) before waiting.
+        stream = None;
+        let _ = &stream;
+        if run.fatal.is_none() && !run.in_flight.is_empty() {
+            run.drain(&mut relay, observer).await;
+        }
+
+        let mut report = run.report;
+        report.status = relay.status();
+        report.text = relay.text().to_owned();
+        report.detail = relay
+            .headers()
+            .get(headers::ERROR)
+            .or_else(|| relay.headers().get(headers::REASON))
+            .cloned();
+        if let Some(fatal) = run.fatal {
+            report.publish_error = Some(fatal);
+            if report.serial.is_none() {
+                report.status = Status::Failed;
+            }
+        }
+        self.metrics.answer_ended(report.status, report.messages);
+        report
+    }
+
+    fn current_window(&self) -> Duration {
+        let active = self.active();
+        match self.budget.lock() {
+            Ok(budget) => budget.window(self.window, active),
+            Err(_) => self.window,
+        }
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_millis(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn at(&self, at: Instant) -> tokio::time::Instant {
+        self.epoch + Duration::from_millis(at.as_millis())
+    }
+
+    /// Waits until the budget allows one more message.
+    async fn pace(&self) {
+        loop {
+            let wait = match self.budget.lock() {
+                Ok(mut budget) => budget.take(self.now()),
+                Err(_) => Ok(()),
+            };
+            match wait {
+                Ok(()) => return,
+                Err(at) => tokio::time::sleep_until(self.at(at)).await,
+            }
+        }
+    }
+}
+
+/// The state of one running answer besides its relay.
+struct Run<'a> {
+    answers: &'a Answers,
+    channel: &'a ChannelName,
+    in_flight: FuturesUnordered<InFlight>,
+    report: Report,
+    first_text: Option<Duration>,
+    started: tokio::time::Instant,
+    create_sent: Option<tokio::time::Instant>,
+    /// Publishing cannot go on (appends refused for good, create never ACKed).
+    fatal: Option<String>,
+}
+
+impl Run<'_> {
+    /// Sends every operation the relay has queued.
+    async fn pump(&mut self, relay: &mut Relay) {
+        while let Some(op) = relay.poll_op() {
+            let kind = match &op {
+                PublishOp::Create(_) => Kind::Create,
+                PublishOp::Append(_) => Kind::Append,
+                PublishOp::Update(_) => Kind::Update,
+            };
+            self.answers.pace().await;
+            let metrics = &self.answers.metrics;
+            metrics.messages_sent.fetch_add(1, Ordering::Relaxed);
+            self.report.messages += 1;
+            if kind == Kind::Append {
+                metrics.appends_sent.fetch_add(1, Ordering::Relaxed);
+                self.report.appends += 1;
+            }
+            if kind != Kind::Create && self.first_text.is_none() && !op.text().is_empty() {
+                let elapsed = self.started.elapsed();
+                self.first_text = Some(elapsed);
+                metrics.first_token_ms.observe_duration(elapsed);
+            }
+            if kind == Kind::Create {
+                self.create_sent = Some(tokio::time::Instant::now());
+            }
+            self.send(kind, op.into_message());
+        }
+    }
+
+    fn send(&mut self, kind: Kind, message: Message) {
+        let published = self.answers.realtime.publish(self.channel, vec![message]);
+        let metrics = Arc::clone(&self.answers.metrics);
+        let sent = tokio::time::Instant::now();
+        self.in_flight.push(Box::pin(async move {
+            let outcome = published.await;
+            metrics.ack_latency_ms.observe_duration(sent.elapsed());
+            (kind, outcome)
+        }));
+    }
+
+    /// Applies one ACK or NACK.
+    fn settle(
+        &mut self,
+        relay: &mut Relay,
+        kind: Kind,
+        outcome: PublishOutcome,
+        observer: &mut dyn Observer,
+    ) {
+        let now = self.answers.now();
+        match (kind, outcome) {
+            (Kind::Create, Ok(serials)) => match serials.into_iter().next().flatten() {
+                Some(serial) => {
+                    tracing::debug!(channel = %self.channel, %serial, "answer created");
+                    self.report.serial = Some(serial.clone());
+                    observer.created(Ok(&serial));
+                    relay.handle_created(now, serial);
+                }
+                None => {
+                    let error = "the create's ACK carried no serial";
+                    observer.created(Err(error));
+                    relay.handle_create_failed(error);
+                    self.fatal = Some(error.to_owned());
+                }
+            },
+            (Kind::Create, Err(err)) => {
+                let error = describe_refusal(&err);
+                tracing::error!(channel = %self.channel, %error, "the answer's create was refused");
+                observer.created(Err(&error));
+                relay.handle_create_failed(&error);
+                self.fatal = Some(error);
+            }
+            (_, Err(err)) if err.code == APPENDS_NOT_ENABLED => {
+                let error = describe_refusal(&err);
+                tracing::error!(channel = %self.channel, %error, "appends refused");
+                self.fatal = Some(error);
+            }
+            (Kind::Append, Err(err)) => {
+                tracing::warn!(channel = %self.channel, error = %err.message, code = err.code, "an append was refused; repairing with a full-text update");
+                self.answers.metrics.repairs.fetch_add(1, Ordering::Relaxed);
+                self.report.repairs += 1;
+                relay.handle_append_failed(now);
+            }
+            (Kind::Update, Err(err)) => {
+                let error = format!("an update was refused: {}", describe_refusal(&err));
+                tracing::error!(channel = %self.channel, %error);
+                self.report.publish_error = Some(error);
+            }
+            (Kind::Append | Kind::Update, Ok(_)) => {}
+        }
+    }
+
+    /// Waits for the outstanding ACKs once the answer has ended.
+    async fn drain(&mut self, relay: &mut Relay, observer: &mut dyn Observer) {
+        let deadline = tokio::time::Instant::now() + DRAIN_TIMEOUT;
+        while !self.in_flight.is_empty() {
+            match tokio::time::timeout_at(deadline, self.in_flight.next()).await {
+                Ok(Some((kind, outcome))) => {
+                    self.settle(relay, kind, outcome, observer);
+                    self.pump(relay).await;
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    self.fatal = Some(format!(
+                        "{} publishes had no ACK within {DRAIN_TIMEOUT:?}",
+                        self.in_flight.len()
+                    ));
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// A refusal in words, with what to do about the known ones.
+pub fn describe_refusal(err: &ErrorInfo) -> String {
+    if err.code == APPENDS_NOT_ENABLED {
+        format!(
+            "{APPENDS_NOT_ENABLED_HELP} (Ably error {}: {})",
+            err.code, err.message
+        )
+    } else {
+        format!("{} (Ably error {})", err.message, err.code)
+    }
+}
+
+/// Counts an answer as active while it lives.
+struct ActiveGuard(Arc<AtomicUsize>);
+
+impl ActiveGuard {
+    fn new(active: &Arc<AtomicUsize>) -> Self {
+        active.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(active))
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn next_event(
+    stream: &mut Option<ResponseStream>,
+) -> Option<Result<shared::openai::StreamEvent, crate::openai::StreamError>> {
+    match stream {
+        Some(s) => s.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

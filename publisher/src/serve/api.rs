@@ -1,0 +1,494 @@
+//! The HTTP handlers: prompts, cancel, token, config, health and metrics.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Path, Query, State as Extract};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use shared::auth::{Capability, TokenParams};
+use shared::connection::{AttachOptions, ConnectionState};
+use shared::headers::{CANCEL_NAME, PROMPT_NAME};
+use shared::protocol::Message;
+use shared::{ChannelName, Serial};
+use tokio::sync::oneshot;
+
+use super::error::ApiError;
+use super::guard::client_address;
+use super::{context, State};
+use crate::answer::{Job, Observer, Stop};
+use crate::ask::Registering;
+use crate::channel;
+use crate::openai::ResponseRequest;
+
+type Shared = Extract<Arc<State>>;
+type Peer = ConnectInfo<SocketAddr>;
+
+/// Largest request body accepted, in bytes.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// How long a prompt request waits for its answer's create to be ACKed.
+const CREATED_WAIT: Duration = Duration::from_secs(25);
+
+/// How much history to read for context.
+const HISTORY_LIMIT: u32 = 100;
+
+/// Runs the checks of a guarded endpoint; returns the CORS origin to echo, if any.
+fn admit(state: &State, headers: &HeaderMap, peer: SocketAddr) -> Result<Option<String>, ApiError> {
+    let reject = |e: ApiError| {
+        state
+            .metrics
+            .requests_rejected
+            .fetch_add(1, Ordering::Relaxed);
+        e
+    };
+    let origin = state.origins.check(headers).map_err(reject)?;
+    state.gate.check(headers).map_err(reject)?;
+    let client = client_address(headers, peer.ip(), state.settings.trust_forwarded_for);
+    let now_ms = u64::try_from(state.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    state
+        .limiter
+        .check(client, now_ms)
+        .map_err(|wait| reject(ApiError::rate_limited(wait)))?;
+    Ok(origin)
+}
+
+/// Adds CORS headers for an allowed cross-origin caller.
+fn with_cors(mut response: Response, origin: Option<String>) -> Response {
+    if let Some(origin) = origin {
+        if let Ok(value) = HeaderValue::from_str(&origin) {
+            let headers = response.headers_mut();
+            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, value);
+            headers.insert(header::VARY, HeaderValue::from_static("origin"));
+        }
+    }
+    response
+}
+
+/// Answers a guarded endpoint: the handler's result, or its error, with CORS headers.
+fn respond(origin: Option<String>, result: Result<Response, ApiError>) -> Response {
+    with_cors(result.unwrap_or_else(IntoResponse::into_response), origin)
+}
+
+fn reject(state: &State, error: ApiError) -> ApiError {
+    state
+        .metrics
+        .requests_rejected
+        .fetch_add(1, Ordering::Relaxed);
+    error
+}
+
+/// CORS preflight for the guarded endpoints.
+pub(super) async fn preflight(Extract(state): Shared, headers: HeaderMap) -> Response {
+    match state.origins.check(&headers) {
+        Ok(origin) => {
+            let mut response = StatusCode::NO_CONTENT.into_response();
+            let h = response.headers_mut();
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("GET, POST, OPTIONS"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static("authorization, content-type"),
+            );
+            h.insert(
+                header::ACCESS_CONTROL_MAX_AGE,
+                HeaderValue::from_static("600"),
+            );
+            with_cors(response, origin)
+        }
+        Err(err) => err.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PromptBody {
+    channel: Option<String>,
+    input: Option<String>,
+}
+
+/// `POST /v1/prompts`: publishes the prompt, starts the answer, replies once it exists.
+pub(super) async fn prompt(
+    Extract(state): Shared,
+    ConnectInfo(peer): Peer,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let origin = match admit(&state, &headers, peer) {
+        Ok(origin) => origin,
+        Err(err) => return err.into_response(),
+    };
+    let result = start_answer(&state, body).await;
+    respond(origin, result)
+}
+
+async fn start_answer(state: &Arc<State>, body: Body) -> Result<Response, ApiError> {
+    if state.stopping.load(Ordering::SeqCst) {
+        return Err(ApiError::shutting_down());
+    }
+    let bytes = read_body(body).await.map_err(|e| reject(state, e))?;
+    let body: PromptBody = serde_json::from_slice(&bytes).map_err(|e| {
+        reject(
+            state,
+            ApiError::bad_request(
+                "malformed_json",
+                format!("the body must be JSON {{\"channel\": \"...\", \"input\": \"...\"}}: {e}"),
+            ),
+        )
+    })?;
+    let channel = match &body.channel {
+        Some(name) => channel::parse(name, Some(&state.settings.namespace)),
+        None => Ok(state.settings.default_channel.clone()),
+    }
+    .map_err(|e| reject(state, ApiError::bad_request(e.code(), e.to_string())))?;
+    let input = body.input.unwrap_or_default();
+    if input.trim().is_empty() {
+        return Err(reject(
+            state,
+            ApiError::bad_request("empty_input", "`input` must be a non-empty string"),
+        ));
+    }
+    let chars = input.chars().count();
+    if chars > state.settings.max_input_chars {
+        return Err(reject(
+            state,
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "input_too_long",
+                format!(
+                    "`input` has {chars} characters; at most {} are accepted",
+                    state.settings.max_input_chars
+                ),
+            ),
+        ));
+    }
+
+    listen(state, &channel).await?;
+    // Context first, so the new prompt is not read back as history.
+    let history = if state.settings.context_turns == 0 {
+        Vec::new()
+    } else {
+        match state.rest.history(&channel, HISTORY_LIMIT).await {
+            Ok(history) => history,
+            Err(err) => {
+                tracing::warn!(%channel, error = %err, "no history for context; answering without it");
+                Vec::new()
+            }
+        }
+    };
+    let model_input = context::conversation(
+        &history,
+        usize::try_from(state.settings.context_turns).unwrap_or(usize::MAX),
+        &input,
+    );
+
+    let prompt_message = Message {
+        name: Some(PROMPT_NAME.to_owned()),
+        data: Some(Value::String(input.clone())),
+        ..Message::default()
+    };
+    let prompt_serial = match state
+        .answers
+        .realtime
+        .publish(&channel, vec![prompt_message])
+        .await
+    {
+        Ok(serials) => serials.into_iter().next().flatten(),
+        Err(err) => {
+            return Err(ApiError::upstream(format!(
+                "the prompt could not be published: {}",
+                crate::answer::describe_refusal(&err)
+            )))
+        }
+    };
+    state.metrics.messages_sent.fetch_add(1, Ordering::Relaxed);
+    state
+        .metrics
+        .prompts_accepted
+        .fetch_add(1, Ordering::Relaxed);
+
+    let job = Job {
+        channel: channel.clone(),
+        request: ResponseRequest {
+            model: state.settings.model.clone(),
+            input: model_input,
+            instructions: state.settings.instructions.clone(),
+            max_output_tokens: state.settings.max_output_tokens,
+        },
+        prompt: prompt_serial.clone(),
+    };
+    let (created_tx, created_rx) = oneshot::channel();
+    spawn_answer(state, job, created_tx);
+    match tokio::time::timeout(CREATED_WAIT, created_rx).await {
+        Ok(Ok(Ok(serial))) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "channel": channel.as_str(),
+                "serial": serial.as_str(),
+                "prompt": prompt_serial.as_ref().map(Serial::as_str),
+            })),
+        )
+            .into_response()),
+        Ok(Ok(Err(error))) => Err(ApiError::upstream(format!(
+            "the answer could not be created: {error}"
+        ))),
+        Ok(Err(_)) | Err(_) => Err(ApiError::upstream(
+            "the answer's message was not acknowledged in time",
+        )),
+    }
+}
+
+/// Runs one answer in the background, registered for cancel and shutdown.
+fn spawn_answer(state: &Arc<State>, job: Job, created: oneshot::Sender<Result<Serial, String>>) {
+    let task_state = Arc::clone(state);
+    let task = async move {
+        let (registration, stop) = task_state.registry.register();
+        let mut created = Some(created);
+        let mut observer = Registering {
+            registration: &registration,
+            inner: &mut created as &mut (dyn Observer + Send),
+        };
+        let channel = job.channel.clone();
+        let report = task_state.answers.run(job, stop, &mut observer).await;
+        tracing::info!(
+            %channel,
+            serial = report.serial.as_ref().map(Serial::as_str).unwrap_or("-"),
+            status = %report.status,
+            detail = report.detail.as_deref().unwrap_or(""),
+            messages = report.messages,
+            "answer ended"
+        );
+    };
+    match state.tasks.lock() {
+        Ok(mut tasks) => {
+            // Reap finished tasks so the set does not grow without bound.
+            while tasks.try_join_next().is_some() {}
+            tasks.spawn(task);
+        }
+        Err(_) => {
+            tokio::spawn(task);
+        }
+    }
+}
+
+/// Attaches `channel` once, so `cancel` messages on it reach this daemon.
+async fn listen(state: &State, channel: &ChannelName) -> Result<(), ApiError> {
+    let known = state
+        .listening
+        .lock()
+        .map(|set| set.contains(channel))
+        .unwrap_or(false);
+    if known {
+        return Ok(());
+    }
+    state
+        .answers
+        .realtime
+        .attach(channel, AttachOptions::default())
+        .await
+        .map_err(|err| {
+            ApiError::upstream(format!(
+                "cannot attach `{channel}`: {}",
+                crate::answer::describe_refusal(&err)
+            ))
+        })?;
+    if let Ok(mut set) = state.listening.lock() {
+        set.insert(channel.clone());
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+pub(super) struct CancelQuery {
+    channel: Option<String>,
+}
+
+/// `POST /v1/responses/{serial}/cancel`: stops the answer here if it runs here, and
+/// publishes a `cancel` message so that whichever replica streams it stops it.
+pub(super) async fn cancel(
+    Extract(state): Shared,
+    ConnectInfo(peer): Peer,
+    Path(serial): Path<String>,
+    Query(query): Query<CancelQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let origin = match admit(&state, &headers, peer) {
+        Ok(origin) => origin,
+        Err(err) => return err.into_response(),
+    };
+    let result = async {
+        let serial = serial.trim();
+        if serial.is_empty() || serial.len() > 200 || serial.contains(char::is_whitespace) {
+            return Err(reject(
+                &state,
+                ApiError::bad_request("invalid_serial", "not an answer's serial"),
+            ));
+        }
+        let channel = match &query.channel {
+            Some(name) => channel::parse(name, Some(&state.settings.namespace)),
+            None => Ok(state.settings.default_channel.clone()),
+        }
+        .map_err(|e| reject(&state, ApiError::bad_request(e.code(), e.to_string())))?;
+        let serial = Serial::from(serial);
+        let here = state.registry.stop(&serial, Stop::Cancel);
+        if !here {
+            let message = Message {
+                name: Some(CANCEL_NAME.to_owned()),
+                data: Some(Value::String(serial.as_str().to_owned())),
+                ..Message::default()
+            };
+            if let Err(err) = state.answers.realtime.publish(&channel, vec![message]).await {
+                return Err(ApiError::upstream(format!(
+                    "the cancel could not be published: {}",
+                    crate::answer::describe_refusal(&err)
+                )));
+            }
+        }
+        Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({"serial": serial.as_str(), "channel": channel.as_str(), "streamingHere": here})),
+        )
+            .into_response())
+    }
+    .await;
+    respond(origin, result)
+}
+
+#[derive(Deserialize)]
+pub(super) struct TokenQuery {
+    channel: Option<String>,
+    #[serde(rename = "clientId")]
+    client_id: Option<String>,
+}
+
+/// `GET /v1/token`: a TokenRequest signed with the key, good for one channel only.
+pub(super) async fn token(
+    Extract(state): Shared,
+    ConnectInfo(peer): Peer,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let origin = match admit(&state, &headers, peer) {
+        Ok(origin) => origin,
+        Err(err) => return err.into_response(),
+    };
+    let result = (|| {
+        let channel = match &query.channel {
+            Some(name) => channel::parse(name, Some(&state.settings.namespace)),
+            None => Ok(state.settings.default_channel.clone()),
+        }
+        .map_err(|e| reject(&state, ApiError::bad_request(e.code(), e.to_string())))?;
+        let client_id = match query.client_id.as_deref().map(str::trim) {
+            Some(id) if !id.is_empty() => {
+                if id.len() > 100 || id.contains(|c: char| c.is_control() || c == '*') {
+                    return Err(reject(
+                        &state,
+                        ApiError::bad_request("invalid_client_id", "clientId is not acceptable"),
+                    ));
+                }
+                id.to_owned()
+            }
+            _ => format!("viewer-{:08x}", rand::random::<u32>()),
+        };
+        let mut operations = vec!["subscribe", "history"];
+        if state.settings.token_allows_publish {
+            operations.push("publish");
+        }
+        let params = TokenParams {
+            ttl: Some(state.settings.token_ttl),
+            capability: Some(Capability::new().allow(channel.as_str(), &operations)),
+            client_id: Some(client_id),
+        };
+        let request = state.rest.sign(&params).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "signing_failed",
+                e.to_string(),
+            )
+        })?;
+        let mut response = Json(request).into_response();
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        Ok(response)
+    })();
+    respond(origin, result)
+}
+
+/// `GET /v1/config`: what the page needs to connect.
+pub(super) async fn config(Extract(state): Shared) -> Response {
+    Json(json!({
+        "ablyEndpoint": state.settings.ably_endpoint,
+        "channel": state.settings.default_channel.as_str(),
+        "authUrl": "/v1/token",
+    }))
+    .into_response()
+}
+
+/// `GET /healthz`: 200 while the Ably connection is up, 503 otherwise.
+pub(super) async fn healthz(Extract(state): Shared) -> Response {
+    let snapshot = state.answers.realtime.snapshot();
+    let ready =
+        snapshot.state == ConnectionState::Connected && !state.stopping.load(Ordering::SeqCst);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        Json(json!({
+            "status": if ready { "ok" } else { "unavailable" },
+            "ably": snapshot.state.as_str(),
+            "answersStreaming": state.registry.len(),
+        })),
+    )
+        .into_response()
+}
+
+/// `GET /metrics`: Prometheus text.
+pub(super) async fn metrics(Extract(state): Shared) -> Response {
+    let mut text = state.metrics.render();
+    text.push_str(&format!(
+        "# HELP relay_answers_streaming Answers streaming now.\n# TYPE relay_answers_streaming gauge\nrelay_answers_streaming {}\n",
+        state.registry.len()
+    ));
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// Unknown paths and methods.
+pub(super) async fn not_found(method: Method) -> Response {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no such endpoint for {method}"),
+    )
+    .into_response()
+}
+
+async fn read_body(body: Body) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+            )
+        })
+}

@@ -1,0 +1,250 @@
+//! Who may call the API: the bearer secret (or a check of the embedder's own), allowed
+//! origins, and a per-client request budget, so nobody else spends the model budget or
+//! reads other conversations.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use axum::http::{header, HeaderMap};
+
+use super::error::ApiError;
+
+/// Decides whether a request may use the guarded endpoints (prompts, cancel, token).
+/// The default is [`BearerSecret`]; an embedder can plug in its own (sessions, JWTs, ...).
+pub trait Gate: Send + Sync + 'static {
+    /// `Ok` to let the request through, or the error to answer with.
+    fn check(&self, headers: &HeaderMap) -> Result<(), ApiError>;
+}
+
+/// Requires `Authorization: Bearer <secret>` when a secret is configured; lets everything
+/// through otherwise.
+pub struct BearerSecret(pub Option<String>);
+
+impl Gate for BearerSecret {
+    fn check(&self, headers: &HeaderMap) -> Result<(), ApiError> {
+        let Some(secret) = &self.0 else {
+            return Ok(());
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if constant_time_eq(given.as_bytes(), secret.as_bytes()) {
+            Ok(())
+        } else {
+            Err(ApiError::unauthorized())
+        }
+    }
+}
+
+/// Compares without stopping at the first difference, so timing does not reveal how much
+/// of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The browser origins allowed to call the API.
+#[derive(Clone, Debug, Default)]
+pub struct Origins(Vec<String>);
+
+impl Origins {
+    /// Allows these origins (`scheme://host[:port]`, compared without a trailing slash).
+    pub fn new(origins: &[String]) -> Self {
+        Self(
+            origins
+                .iter()
+                .map(|o| o.trim().trim_end_matches('/').to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
+        )
+    }
+
+    /// Checks the request's `Origin`. Requests without one (not from a browser page) and
+    /// same-origin requests pass; a listed origin passes and is returned so the response
+    /// can carry CORS headers for it.
+    pub fn check(&self, headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+        let Some(origin) = headers.get(header::ORIGIN) else {
+            return Ok(None);
+        };
+        let origin = origin.to_str().unwrap_or("").trim_end_matches('/');
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("");
+        let authority = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"));
+        if !host.is_empty() && authority == Some(host) {
+            return Ok(None);
+        }
+        if self.0.iter().any(|allowed| allowed == origin) {
+            return Ok(Some(origin.to_owned()));
+        }
+        Err(ApiError::origin_not_allowed(origin))
+    }
+}
+
+/// A token bucket per client: `per_minute` requests a minute, with a burst of as many.
+pub struct RateLimiter {
+    per_minute: u32,
+    clients: Mutex<HashMap<IpAddr, Bucket>>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Bucket {
+    /// Requests available, in thousandths.
+    milli: u64,
+    /// When the bucket was last refilled (milliseconds on the caller's clock).
+    at_ms: u64,
+}
+
+/// Forget clients idle this long (their buckets are full again anyway).
+const IDLE_FORGET: Duration = Duration::from_secs(120);
+
+impl RateLimiter {
+    /// `per_minute` requests per client per minute; 0 = unlimited.
+    pub fn new(per_minute: u32) -> Self {
+        Self {
+            per_minute,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one request from `client`'s budget at `now_ms`, or says how long to wait.
+    pub fn check(&self, client: IpAddr, now_ms: u64) -> Result<(), Duration> {
+        if self.per_minute == 0 {
+            return Ok(());
+        }
+        let capacity = u64::from(self.per_minute) * 1000;
+        let mut clients = match self.clients.lock() {
+            Ok(c) => c,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if clients.len() > 10_000 {
+            let forget = u64::try_from(IDLE_FORGET.as_millis()).unwrap_or(u64::MAX);
+            clients.retain(|_, b| now_ms.saturating_sub(b.at_ms) < forget);
+        }
+        let bucket = clients.entry(client).or_insert(Bucket {
+            milli: capacity,
+            at_ms: now_ms,
+        });
+        // per_minute requests per 60 000 ms = per_minute / 60 thousandths per ms.
+        let elapsed = now_ms.saturating_sub(bucket.at_ms);
+        let gained = elapsed.saturating_mul(u64::from(self.per_minute)) / 60;
+        bucket.milli = bucket.milli.saturating_add(gained).min(capacity);
+        bucket.at_ms = bucket.at_ms.max(now_ms);
+        if bucket.milli >= 1000 {
+            bucket.milli -= 1000;
+            Ok(())
+        } else {
+            let missing = 1000 - bucket.milli;
+            let wait_ms = (missing * 60).div_ceil(u64::from(self.per_minute));
+            Err(Duration::from_millis(wait_ms))
+        }
+    }
+}
+
+/// The client's address: the peer's, or the first `X-Forwarded-For` entry when the proxy
+/// in front is trusted to set it.
+pub fn client_address(headers: &HeaderMap, peer: IpAddr, trust_forwarded_for: bool) -> IpAddr {
+    if trust_forwarded_for {
+        let forwarded = headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok());
+        if let Some(ip) = forwarded {
+            return ip;
+        }
+    }
+    peer
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(*name, HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn the_bearer_secret_must_match_exactly() {
+        let gate = BearerSecret(Some("s3cret".to_owned()));
+        assert!(gate
+            .check(&headers(&[("authorization", "Bearer s3cret")]))
+            .is_ok());
+        for bad in [
+            "Bearer s3cre",
+            "Bearer s3cret!",
+            "s3cret",
+            "Basic s3cret",
+            "",
+        ] {
+            let err = gate.check(&headers(&[("authorization", bad)])).unwrap_err();
+            assert_eq!(err.status.as_u16(), 401, "{bad}");
+        }
+        assert!(gate.check(&HeaderMap::new()).is_err());
+        assert!(BearerSecret(None).check(&HeaderMap::new()).is_ok());
+    }
+
+    #[test]
+    fn origins_same_listed_and_foreign() {
+        let origins = Origins::new(&["https://chat.example.com/".to_owned()]);
+        assert_eq!(origins.check(&HeaderMap::new()).unwrap(), None);
+        let same = headers(&[
+            ("origin", "http://127.0.0.1:8787"),
+            ("host", "127.0.0.1:8787"),
+        ]);
+        assert_eq!(origins.check(&same).unwrap(), None);
+        let listed = headers(&[
+            ("origin", "https://chat.example.com"),
+            ("host", "api.example.com"),
+        ]);
+        assert_eq!(
+            origins.check(&listed).unwrap().as_deref(),
+            Some("https://chat.example.com")
+        );
+        let foreign = headers(&[
+            ("origin", "https://evil.example"),
+            ("host", "api.example.com"),
+        ]);
+        assert_eq!(origins.check(&foreign).unwrap_err().status.as_u16(), 403);
+    }
+
+    #[test]
+    fn each_client_gets_its_own_budget_refilled_over_time() {
+        let limiter = RateLimiter::new(3);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        for _ in 0..3 {
+            assert!(limiter.check(a, 0).is_ok());
+        }
+        let wait = limiter.check(a, 0).unwrap_err();
+        assert_eq!(wait, Duration::from_secs(20));
+        assert!(limiter.check(b, 0).is_ok());
+        assert!(limiter.check(a, 19_999).is_err());
+        assert!(limiter.check(a, 20_000).is_ok());
+        assert!(RateLimiter::new(0).check(a, 0).is_ok());
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_when_trusted() {
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        let h = headers(&[("x-forwarded-for", "203.0.113.9, 10.0.0.1")]);
+        assert_eq!(client_address(&h, peer, false), peer);
+        assert_eq!(
+            client_address(&h, peer, true),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+    }
+}
