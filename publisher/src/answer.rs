@@ -21,7 +21,7 @@ use shared::relay::{Budget, PublishOp, Relay, RelayConfig};
 use shared::{ChannelName, Instant, Serial};
 use tokio::sync::{oneshot, watch};
 
-use crate::ably::{Realtime, APPENDS_NOT_ENABLED, APPENDS_NOT_ENABLED_HELP};
+use crate::ably::{Published, Realtime, APPENDS_NOT_ENABLED, APPENDS_NOT_ENABLED_HELP};
 use crate::metrics::Metrics;
 use crate::openai::{OpenAi, ResponseRequest, ResponseStream};
 
@@ -45,6 +45,19 @@ pub enum Stop {
 /// The `error` header of answers cut short by a shutdown.
 pub const SHUTDOWN_ERROR: &str = "the publisher shut down before the answer finished";
 
+/// Where an answer's messages go: the connection itself, unless an embedder or a test wraps
+/// it to observe or alter publishes.
+pub trait Publish: Send + Sync + 'static {
+    /// Publishes without waiting; the returned future gives the ACK or NACK.
+    fn publish(&self, channel: &ChannelName, messages: Vec<Message>) -> Published;
+}
+
+impl Publish for Realtime {
+    fn publish(&self, channel: &ChannelName, messages: Vec<Message>) -> Published {
+        Realtime::publish(self, channel, messages)
+    }
+}
+
 /// What every answer of one process shares: the connection, the model client, the rate
 /// budget, the metrics.
 #[derive(Clone)]
@@ -56,6 +69,7 @@ pub struct Answers {
     pub window: Duration,
     /// The `source` header of every answer.
     pub source: String,
+    publish: Arc<dyn Publish>,
     budget: Arc<Mutex<Budget>>,
     active: Arc<AtomicUsize>,
     epoch: tokio::time::Instant,
@@ -128,6 +142,7 @@ impl Answers {
         source: &str,
     ) -> Self {
         Self {
+            publish: Arc::new(realtime.clone()),
             realtime,
             openai,
             metrics,
@@ -137,6 +152,12 @@ impl Answers {
             active: Arc::new(AtomicUsize::new(0)),
             epoch: tokio::time::Instant::now(),
         }
+    }
+
+    /// Sends answers' messages through `publish` instead of straight to the connection.
+    pub fn with_publish(mut self, publish: Arc<dyn Publish>) -> Self {
+        self.publish = publish;
+        self
     }
 
     /// How many answers are streaming now.
@@ -365,7 +386,7 @@ impl Run<'_> {
     }
 
     fn send(&mut self, kind: Kind, message: Message) {
-        let published = self.answers.realtime.publish(self.channel, vec![message]);
+        let published = self.answers.publish.publish(self.channel, vec![message]);
         let metrics = Arc::clone(&self.answers.metrics);
         let sent = tokio::time::Instant::now();
         self.in_flight.push(Box::pin(async move {

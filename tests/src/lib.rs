@@ -1,6 +1,7 @@
 //! Helpers for the cross-crate end-to-end tests in `tests/tests/`: recorded streams and
 //! synthetic OpenAI events.
 
+pub mod harness;
 pub mod publish;
 pub mod realtime;
 pub mod sockudo;
