@@ -249,6 +249,14 @@ impl Attempt {
     /// endings or two `data:` lines per JSON payload. Options start from their defaults
     /// (LF, one data line) in every attempt.
     pub fn render(&self, replay: Replay) -> Vec<u8> {
+        self.render_chunks(replay).concat()
+    }
+
+    /// The same bytes as [`Attempt::render`], one chunk per step that writes any: a whole
+    /// SSE frame, a comment, a JSON body, a sentinel or a run of partial bytes. A server that
+    /// paces its writes sends each chunk on its own; steps that write nothing (`option`,
+    /// `eof`, disconnect markers) yield no chunk.
+    pub fn render_chunks(&self, replay: Replay) -> Vec<Vec<u8>> {
         let skip_through = match replay {
             Replay::ResumeAfter(after) => self.steps.iter().rposition(|step| {
                 matches!(step, Step::Sse { data, .. }
@@ -257,8 +265,9 @@ impl Attempt {
             Replay::Full | Replay::UntilDisconnect => None,
         };
         let mut framing = Framing::default();
-        let mut out = Vec::new();
+        let mut chunks = Vec::new();
         for (index, step) in self.steps.iter().enumerate() {
+            let mut out = Vec::new();
             match step {
                 Step::Options {
                     crlf,
@@ -284,8 +293,11 @@ impl Attempt {
                     out.extend_from_slice(text.as_bytes());
                 }
             }
+            if !out.is_empty() {
+                chunks.push(out);
+            }
         }
-        out
+        chunks
     }
 
     /// The decoded events of the attempt's SSE steps, in order. A step whose data is the

@@ -316,3 +316,59 @@ fn malformed_lines_name_their_line_number() {
         "{err}"
     );
 }
+
+#[test]
+fn chunks_are_one_per_writing_step_and_join_into_the_rendered_body() {
+    let names = [
+        "01_plain_text.jsonl",
+        "09_http429_then_success.jsonl",
+        "10_truncated_no_terminal.jsonl",
+        "11_framing_quirks.jsonl",
+        "12_background_resume.jsonl",
+    ];
+    for name in names {
+        for attempt in &fixture(name).attempts {
+            for replay in [
+                Replay::Full,
+                Replay::UntilDisconnect,
+                Replay::ResumeAfter(4),
+            ] {
+                let chunks = attempt.render_chunks(replay);
+                assert_eq!(chunks.concat(), attempt.render(replay), "{name} {replay:?}");
+                assert!(chunks.iter().all(|c| !c.is_empty()), "{name}");
+            }
+        }
+    }
+
+    // Framing quirks: the comments, every frame and the sentinel each come alone.
+    let quirks = &fixture("11_framing_quirks.jsonl").attempts[0];
+    let chunks: Vec<String> = quirks
+        .render_chunks(Replay::Full)
+        .into_iter()
+        .map(|c| String::from_utf8(c).unwrap())
+        .collect();
+    assert_eq!(chunks.len(), 14);
+    assert_eq!(chunks[0], ": keep-alive\r\n\r\n");
+    assert!(chunks[1].starts_with("event: response.created\r\ndata: {"));
+    assert_eq!(chunks[6].matches("data: ").count(), 2, "the split frame");
+    assert_eq!(chunks[11], ": ping\r\n\r\n");
+    assert_eq!(chunks[13], "data: [DONE]\r\n\r\n");
+    for frame in &chunks[1..11] {
+        assert!(frame.ends_with("}\r\n\r\n"), "{frame:?}");
+        assert_eq!(decode_sse(frame.as_bytes()).len(), 1, "{frame:?}");
+    }
+
+    // A truncated stream's last chunk is the cut frame; an HTTP error is one JSON chunk.
+    let truncated =
+        fixture("10_truncated_no_terminal.jsonl").attempts[0].render_chunks(Replay::Full);
+    assert_eq!(truncated.len(), 6);
+    assert!(truncated[5].starts_with(b"event: response.output_text.delta\ndata: {\"type\""));
+    let rate_limited =
+        fixture("09_http429_then_success.jsonl").attempts[0].render_chunks(Replay::Full);
+    assert_eq!(rate_limited.len(), 1);
+
+    // Until the disconnect: the five frames before the marker.
+    let resume = &fixture("12_background_resume.jsonl").attempts[0];
+    assert_eq!(resume.render_chunks(Replay::UntilDisconnect).len(), 5);
+    assert_eq!(resume.render_chunks(Replay::ResumeAfter(4)).len(), 6);
+}
