@@ -288,8 +288,7 @@ impl Answers {
             run.pump(&mut relay).await;
         }
         // Stop reading the model's stream (closing it stops generation) before waiting.
-        stream = None;
-        let _ = &stream;
+        drop(stream);
         if run.fatal.is_none() && !run.in_flight.is_empty() {
             run.drain(&mut relay, observer).await;
         }

@@ -45,7 +45,10 @@ fn help_names_every_environment_variable() {
         "RATE_LIMIT_PER_MINUTE",
         "TOKEN_TTL",
     ] {
-        assert!(help.contains(&format!("[env: {var}")), "{var} missing from:\n{help}");
+        assert!(
+            help.contains(&format!("[env: {var}")),
+            "{var} missing from:\n{help}"
+        );
     }
     let top = text(&publisher(&["--help"], &[]).stdout);
     for command in ["ask", "serve", "replay"] {
@@ -65,7 +68,10 @@ fn a_missing_key_is_a_clear_error() {
 
 #[test]
 fn a_malformed_key_is_refused_without_echoing_it() {
-    let out = publisher(&["ask", "hello"], &[("ABLY_API_KEY", "no-colon-secretvalue")]);
+    let out = publisher(
+        &["ask", "hello"],
+        &[("ABLY_API_KEY", "no-colon-secretvalue")],
+    );
     assert_eq!(out.status.code(), Some(1));
     let stderr = text(&out.stderr);
     assert!(stderr.contains("not a key"), "{stderr}");
@@ -77,8 +83,16 @@ fn a_bad_endpoint_and_a_bad_channel_are_named() {
     let key = ("ABLY_API_KEY", "app-key:app-secret");
     let out = publisher(&["ask", "--ably-endpoint", "ftp://x", "hello"], &[key]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("ABLY_ENDPOINT"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("ABLY_ENDPOINT"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = publisher(&["ask", "--channel", "ai:*", "hello"], &[key]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("channel name `ai:*`"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("channel name `ai:*`"),
+        "{}",
+        text(&out.stderr)
+    );
 }

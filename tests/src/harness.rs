@@ -114,7 +114,12 @@ pub struct Daemon {
 
 impl Daemon {
     /// Starts `publisher serve` with `extra` options.
-    pub async fn start(ably: &str, openai: &str, model: &str, extra: &[&str]) -> Result<Self, String> {
+    pub async fn start(
+        ably: &str,
+        openai: &str,
+        model: &str,
+        extra: &[&str],
+    ) -> Result<Self, String> {
         let mut argv = vec![
             "publisher".to_owned(),
             "serve".to_owned(),

@@ -13,7 +13,8 @@ use tests::realtime::Subscriber;
 use tests::sockudo::Sockudo;
 
 const WAIT: Duration = Duration::from_secs(20);
-const SERVER_ERROR: &str = "The server had an error while processing your request. Sorry about that!";
+const SERVER_ERROR: &str =
+    "The server had an error while processing your request. Sorry about that!";
 
 /// What a recording must end as.
 struct Expected {
@@ -53,21 +54,45 @@ async fn every_recording_ends_with_its_expected_text_and_status_everywhere() {
             .await
             .unwrap();
 
-        let outcome = ask(&ably, &replay.base_url, name, &channel, "replayed", &["--rollup-ms", "0"])
-            .await
-            .unwrap();
+        let outcome = ask(
+            &ably,
+            &replay.base_url,
+            name,
+            &channel,
+            "replayed",
+            &["--rollup-ms", "0"],
+        )
+        .await
+        .unwrap();
         let report = &outcome.report;
-        let context = format!("{name} ({}): {report:?}\nstderr:\n{}", expected.why, outcome.stderr);
+        let context = format!(
+            "{name} ({}): {report:?}\nstderr:\n{}",
+            expected.why, outcome.stderr
+        );
         assert_eq!(report.status, expected.status, "{context}");
         assert_eq!(report.text, expected.text, "{context}");
-        assert_eq!(outcome.stdout, expected.text, "stdout holds the text and nothing else; {context}");
+        assert_eq!(
+            outcome.stdout, expected.text,
+            "stdout holds the text and nothing else; {context}"
+        );
         let serial = report.serial.clone().expect("created");
-        assert!(outcome.stderr.contains(&format!("serial: {serial}")), "{context}");
-        assert!(outcome.stderr.contains(&format!("status: {}", expected.status)), "{context}");
+        assert!(
+            outcome.stderr.contains(&format!("serial: {serial}")),
+            "{context}"
+        );
+        assert!(
+            outcome
+                .stderr
+                .contains(&format!("status: {}", expected.status)),
+            "{context}"
+        );
         match expected.detail {
             Some(detail) => assert_eq!(report.detail.as_deref(), Some(detail), "{context}"),
             None if expected.status == Status::Failed => {
-                assert!(report.detail.as_deref().is_some_and(|d| !d.is_empty()), "{context}")
+                assert!(
+                    report.detail.as_deref().is_some_and(|d| !d.is_empty()),
+                    "{context}"
+                )
             }
             None => assert_eq!(report.detail, None, "{context}"),
         }
@@ -77,11 +102,18 @@ async fn every_recording_ends_with_its_expected_text_and_status_everywhere() {
 
         // The live subscriber rebuilt the same answer.
         let done = live
-            .until(WAIT, |view| view.answer(&serial).is_some_and(|a| a.status().is_terminal()))
+            .until(WAIT, |view| {
+                view.answer(&serial)
+                    .is_some_and(|a| a.status().is_terminal())
+            })
             .await;
         assert!(done, "{context}\nlive saw: {:?}", live.log);
         let answer = live.view.answer(&serial).unwrap();
-        assert_eq!((answer.text(), answer.status()), (expected.text, expected.status), "{context}");
+        assert_eq!(
+            (answer.text(), answer.status()),
+            (expected.text, expected.status),
+            "{context}"
+        );
         if name == "03_refusal" {
             assert_eq!(answer.header(headers::REFUSAL), Some("true"), "{context}");
         }
@@ -100,6 +132,9 @@ async fn every_recording_ends_with_its_expected_text_and_status_everywhere() {
             Some(expected.status.as_str()),
             "{context}"
         );
-        assert!(named(&history, headers::PROMPT_NAME).is_empty(), "ask publishes no prompt message");
+        assert!(
+            named(&history, headers::PROMPT_NAME).is_empty(),
+            "ask publishes no prompt message"
+        );
     }
 }

@@ -49,9 +49,14 @@ impl System {
     }
 
     async fn viewer(&self, channel: &str) -> Subscriber {
-        Subscriber::attach(&self.server.endpoint(), "viewer", channel, AttachOptions::default())
-            .await
-            .unwrap()
+        Subscriber::attach(
+            &self.server.endpoint(),
+            "viewer",
+            channel,
+            AttachOptions::default(),
+        )
+        .await
+        .unwrap()
     }
 
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
@@ -64,7 +69,10 @@ impl System {
             .unwrap();
         let status = response.status().as_u16();
         let text = response.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     async fn get(&self, path: &str) -> (u16, String) {
@@ -75,6 +83,22 @@ impl System {
             .await
             .unwrap();
         (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    /// Waits until `/metrics` holds `line` (counters settle once the last ACKs arrive).
+    async fn wait_metric(&self, line: &str) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let (_, metrics) = self.get("/metrics").await;
+            if metrics.lines().any(|l| l == line) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no `{line}` in:\n{metrics}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn prompt(&self, channel: &str, input: &str) -> Serial {
@@ -88,15 +112,26 @@ impl System {
 }
 
 fn synth_text(model: &str, input: &str) -> String {
-    Synth::parse(model).unwrap().unwrap().text_for(input)
+    Synth::for_request(model, Some(input))
+        .unwrap()
+        .unwrap()
+        .text()
 }
 
 async fn wait_status(viewer: &mut Subscriber, serial: &Serial, status: Status) {
     let done = viewer
-        .until(WAIT, |view| view.answer(serial).is_some_and(|a| a.status() == status))
+        .until(WAIT, |view| {
+            view.answer(serial).is_some_and(|a| a.status() == status)
+        })
         .await;
-    let seen = viewer.view.answer(serial).map(|a| (a.status(), a.text().to_owned()));
-    assert!(done, "answer {serial} did not reach {status}; it is {seen:?}");
+    let seen = viewer
+        .view
+        .answer(serial)
+        .map(|a| (a.status(), a.text().to_owned()));
+    assert!(
+        done,
+        "answer {serial} did not reach {status}; it is {seen:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,7 +141,10 @@ async fn a_prompt_and_its_answer_reach_viewers_and_history() {
     let mut viewer = system.viewer(channel).await;
 
     let (status, body) = system
-        .post("/v1/prompts", json!({"channel": channel, "input": "Tell me a short joke"}))
+        .post(
+            "/v1/prompts",
+            json!({"channel": channel, "input": "Tell me a short joke"}),
+        )
         .await;
     assert_eq!(status, 202, "{body}");
     let serial = Serial::from(body["serial"].as_str().unwrap());
@@ -134,7 +172,9 @@ async fn a_prompt_and_its_answer_reach_viewers_and_history() {
     // A second turn is answered with the first as context, and both stay in order.
     let second = system.prompt(channel, "Another one").await;
     wait_status(&mut viewer, &second, Status::Completed).await;
-    let history = tests::harness::history(&system.server.endpoint(), channel).await.unwrap();
+    let history = tests::harness::history(&system.server.endpoint(), channel)
+        .await
+        .unwrap();
     assert_eq!(named(&history, headers::PROMPT_NAME).len(), 2);
     assert_eq!(named(&history, headers::ANSWER_NAME).len(), 2);
 
@@ -154,22 +194,26 @@ async fn twenty_concurrent_answers_on_one_channel_stay_separate() {
 
     let done = viewer
         .until(WAIT, |view| {
-            serials
-                .iter()
-                .all(|s| view.answer(s).is_some_and(|a| a.status() == Status::Completed))
+            serials.iter().all(|s| {
+                view.answer(s)
+                    .is_some_and(|a| a.status() == Status::Completed)
+            })
         })
         .await;
     assert!(done, "not every answer completed");
     for (serial, input) in serials.iter().zip(&inputs) {
         let answer = viewer.view.answer(serial).unwrap();
-        assert_eq!(answer.text(), synth_text(QUICK, input), "answer to {input:?}");
+        assert_eq!(
+            answer.text(),
+            synth_text(QUICK, input),
+            "answer to {input:?}"
+        );
     }
     let history = history(&system.server.endpoint(), channel).await.unwrap();
     assert_eq!(named(&history, headers::ANSWER_NAME).len(), 20);
 
-    let (_, metrics) = system.get("/metrics").await;
-    assert!(metrics.contains("relay_answers_completed_total 20\n"), "{metrics}");
-    assert!(metrics.contains("relay_prompts_accepted_total 20\n"), "{metrics}");
+    system.wait_metric("relay_answers_completed_total 20").await;
+    system.wait_metric("relay_prompts_accepted_total 20").await;
     viewer.close().await;
     system.daemon.stop().await.unwrap();
 }
@@ -183,7 +227,9 @@ async fn cancel_works_through_the_api_and_through_a_cancel_message() {
     // Through the API.
     let serial = system.prompt(channel, "a long story").await;
     let started = viewer
-        .until(WAIT, |view| view.answer(&serial).is_some_and(|a| !a.text().is_empty()))
+        .until(WAIT, |view| {
+            view.answer(&serial).is_some_and(|a| !a.text().is_empty())
+        })
         .await;
     assert!(started);
     let (status, body) = system
@@ -197,12 +243,17 @@ async fn cancel_works_through_the_api_and_through_a_cancel_message() {
     wait_status(&mut viewer, &serial, Status::Cancelled).await;
     let full = synth_text(SLOW, "a long story");
     let text = viewer.view.answer(&serial).unwrap().text().to_owned();
-    assert!(!text.is_empty() && text.len() < full.len() && full.starts_with(&text), "{text:?}");
+    assert!(
+        !text.is_empty() && text.len() < full.len() && full.starts_with(&text),
+        "{text:?}"
+    );
 
     // Through a `cancel` message, as another replica or a page would send it.
     let serial = system.prompt(channel, "another long story").await;
     let started = viewer
-        .until(WAIT, |view| view.answer(&serial).is_some_and(|a| !a.text().is_empty()))
+        .until(WAIT, |view| {
+            view.answer(&serial).is_some_and(|a| !a.text().is_empty())
+        })
         .await;
     assert!(started);
     let other = connect(&system.server.endpoint(), "other-replica", false).unwrap();
@@ -217,8 +268,7 @@ async fn cancel_works_through_the_api_and_through_a_cancel_message() {
         .unwrap();
     wait_status(&mut viewer, &serial, Status::Cancelled).await;
 
-    let (_, metrics) = system.get("/metrics").await;
-    assert!(metrics.contains("relay_answers_cancelled_total 2\n"), "{metrics}");
+    system.wait_metric("relay_answers_cancelled_total 2").await;
     other.close(WAIT).await;
     viewer.close().await;
     system.daemon.stop().await.unwrap();
@@ -231,12 +281,18 @@ async fn the_token_endpoint_hands_out_a_narrow_token_sockudo_accepts() {
         .get("/v1/token?channel=ai:daemon-token&clientId=viewer-1")
         .await;
     assert_eq!(status, 200, "{body}");
-    assert!(!body.contains("app-secret"), "the key's secret never leaves the daemon");
+    assert!(
+        !body.contains("app-secret"),
+        "the key's secret never leaves the daemon"
+    );
     let request: TokenRequest = serde_json::from_str(&body).unwrap();
     assert_eq!(request.key_name, "app-key");
     assert_eq!(request.client_id.as_deref(), Some("viewer-1"));
     let capability: Value = serde_json::from_str(request.capability.as_deref().unwrap()).unwrap();
-    assert_eq!(capability, json!({"ai:daemon-token": ["history", "subscribe"]}));
+    assert_eq!(
+        capability,
+        json!({"ai:daemon-token": ["history", "subscribe"]})
+    );
     assert!(request.ttl.is_some_and(|ttl| ttl <= 3_600_000));
 
     // Sockudo accepts it; the token subscribes to that channel and nothing more.
@@ -249,11 +305,17 @@ async fn the_token_endpoint_hands_out_a_narrow_token_sockudo_accepts() {
     let (viewer, _) = Realtime::start(config, None);
     viewer.wait_connected(WAIT).await.unwrap();
     let channel = ChannelName::from("ai:daemon-token");
-    viewer.attach(&channel, AttachOptions::default()).await.unwrap();
+    viewer
+        .attach(&channel, AttachOptions::default())
+        .await
+        .unwrap();
     let refused = viewer
         .publish(&channel, vec![Message::create("response", "forged")])
         .await;
-    assert!(refused.is_err(), "a viewer token must not publish: {refused:?}");
+    assert!(
+        refused.is_err(),
+        "a viewer token must not publish: {refused:?}"
+    );
     assert_ne!(viewer.snapshot().state, ConnectionState::Initialized);
     viewer.close(WAIT).await;
 
@@ -281,18 +343,45 @@ async fn bad_requests_get_json_errors_and_nothing_breaks() {
                 .unwrap();
             let status = response.status().as_u16();
             let body: Value = response.json().await.unwrap();
-            (status, body["error"]["code"].as_str().unwrap_or("").to_owned())
+            (
+                status,
+                body["error"]["code"].as_str().unwrap_or("").to_owned(),
+            )
         }
     };
     let cases = [
         ("{not json".to_owned(), 400, "malformed_json"),
-        (json!({"channel": "ai:x", "input": "  "}).to_string(), 400, "empty_input"),
+        (
+            json!({"channel": "ai:x", "input": "  "}).to_string(),
+            400,
+            "empty_input",
+        ),
         (json!({"channel": "ai:x"}).to_string(), 400, "empty_input"),
-        (json!({"channel": "ai:x", "input": "x".repeat(51)}).to_string(), 413, "input_too_long"),
-        (json!({"channel": "secret:x", "input": "hi"}).to_string(), 400, "unknown_channel_namespace"),
-        (json!({"channel": "ai:*", "input": "hi"}).to_string(), 400, "invalid_channel"),
-        (json!({"channel": "ai:x", "input": "hi", "extra": 1}).to_string(), 400, "malformed_json"),
-        (format!("{{\"input\":\"{}\"}}", "x".repeat(70_000)), 413, "body_too_large"),
+        (
+            json!({"channel": "ai:x", "input": "x".repeat(51)}).to_string(),
+            413,
+            "input_too_long",
+        ),
+        (
+            json!({"channel": "secret:x", "input": "hi"}).to_string(),
+            400,
+            "unknown_channel_namespace",
+        ),
+        (
+            json!({"channel": "ai:*", "input": "hi"}).to_string(),
+            400,
+            "invalid_channel",
+        ),
+        (
+            json!({"channel": "ai:x", "input": "hi", "extra": 1}).to_string(),
+            400,
+            "malformed_json",
+        ),
+        (
+            format!("{{\"input\":\"{}\"}}", "x".repeat(70_000)),
+            413,
+            "body_too_large",
+        ),
     ];
     for (body, status, code) in cases {
         let shown: String = body.chars().take(60).collect();
@@ -312,7 +401,10 @@ async fn bad_requests_get_json_errors_and_nothing_breaks() {
     let (status, body) = system.get("/healthz").await;
     assert_eq!((status, body.contains("connected")), (200, true), "{body}");
     let (_, metrics) = system.get("/metrics").await;
-    assert!(metrics.contains("relay_requests_rejected_total 8\n"), "{metrics}");
+    assert!(
+        metrics.contains("relay_requests_rejected_total 8\n"),
+        "{metrics}"
+    );
     for secret in ["app-secret", "sk-test-not-a-real-key"] {
         assert!(!metrics.contains(secret) && !body.contains(secret));
     }
@@ -352,7 +444,10 @@ async fn secret_origins_and_rate_limit_guard_the_api() {
         async move { request.send().await.unwrap() }
     };
     assert_eq!(call(None, None).await.status().as_u16(), 401);
-    assert_eq!(call(Some("Bearer wrong"), None).await.status().as_u16(), 401);
+    assert_eq!(
+        call(Some("Bearer wrong"), None).await.status().as_u16(),
+        401
+    );
     let foreign = call(Some("Bearer let-me-in"), Some("https://evil.example")).await;
     assert_eq!(foreign.status().as_u16(), 403);
 
@@ -363,8 +458,14 @@ async fn secret_origins_and_rate_limit_guard_the_api() {
         "https://ok.example"
     );
     // Three requests a minute: the fourth and later are refused with a Retry-After.
-    assert_eq!(call(Some("Bearer let-me-in"), None).await.status().as_u16(), 200);
-    assert_eq!(call(Some("Bearer let-me-in"), None).await.status().as_u16(), 200);
+    assert_eq!(
+        call(Some("Bearer let-me-in"), None).await.status().as_u16(),
+        200
+    );
+    assert_eq!(
+        call(Some("Bearer let-me-in"), None).await.status().as_u16(),
+        200
+    );
     let limited = call(Some("Bearer let-me-in"), None).await;
     assert_eq!(limited.status().as_u16(), 429);
     assert!(limited.headers().contains_key("retry-after"));
@@ -381,7 +482,9 @@ async fn shutdown_ends_streaming_answers_with_a_terminal_status() {
     let mut viewer = system.viewer(channel).await;
     let serial = system.prompt(channel, "a long story").await;
     let started = viewer
-        .until(WAIT, |view| view.answer(&serial).is_some_and(|a| !a.text().is_empty()))
+        .until(WAIT, |view| {
+            view.answer(&serial).is_some_and(|a| !a.text().is_empty())
+        })
         .await;
     assert!(started);
 

@@ -1,5 +1,5 @@
 //! A refused append is repaired: the answer runner, publishing through a wrapper that makes
-//! one append reuse the create's message id (which Sockudo refuses, as Ably would), still
+//! the second append reuse the first one's message id (which Sockudo refuses), still
 //! leaves every subscriber and history with the full text, by a full-text update.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failure report.
@@ -23,25 +23,21 @@ use tests::harness::{history, named, Replay};
 use tests::realtime::Subscriber;
 use tests::sockudo::{Sockudo, API_KEY};
 
-/// Gives the create a known id, and the second append that same id.
+/// Gives the first two appends the same message id.
 struct ReuseIdOnSecondAppend {
     inner: Realtime,
     appends: AtomicUsize,
 }
 
-const CREATE_ID: &str = "repair-test-create:0";
+const APPEND_ID: &str = "repair-test-append:0";
 
 impl Publish for ReuseIdOnSecondAppend {
     fn publish(&self, channel: &ChannelName, mut messages: Vec<Message>) -> Published {
         for message in &mut messages {
-            match message.action {
-                None => message.id = Some(MessageId::new(CREATE_ID)),
-                Some(MessageAction::APPEND) => {
-                    if self.appends.fetch_add(1, Ordering::SeqCst) == 1 {
-                        message.id = Some(MessageId::new(CREATE_ID));
-                    }
-                }
-                _ => {}
+            if message.action == Some(MessageAction::APPEND)
+                && self.appends.fetch_add(1, Ordering::SeqCst) < 2
+            {
+                message.id = Some(MessageId::new(APPEND_ID));
             }
         }
         self.inner.publish(channel, messages)
@@ -53,9 +49,14 @@ async fn a_refused_append_is_repaired_by_a_full_text_update() {
     let server = Sockudo::start().unwrap();
     let replay = Replay::start(Duration::from_millis(2)).await.unwrap();
     let channel = "ai:repair";
-    let mut viewer = Subscriber::attach(&server.endpoint(), "viewer", channel, AttachOptions::default())
-        .await
-        .unwrap();
+    let mut viewer = Subscriber::attach(
+        &server.endpoint(),
+        "viewer",
+        channel,
+        AttachOptions::default(),
+    )
+    .await
+    .unwrap();
 
     let cli = Cli::try_parse_from([
         "publisher",
@@ -97,12 +98,16 @@ async fn a_refused_append_is_repaired_by_a_full_text_update() {
 
     let joke = "Why don't scientists trust atoms? Because they make up everything.";
     assert_eq!(report.status, Status::Completed, "{report:?}");
-    assert_eq!(report.repairs, 1, "Sockudo refused the append with the reused id: {report:?}");
+    assert_eq!(
+        report.repairs, 1,
+        "Sockudo refused the append with the reused id: {report:?}"
+    );
     assert_eq!(report.publish_error, None, "{report:?}");
     let serial = report.serial.clone().unwrap();
     let done = viewer
         .until(Duration::from_secs(20), |view| {
-            view.answer(&serial).is_some_and(|a| a.status() == Status::Completed)
+            view.answer(&serial)
+                .is_some_and(|a| a.status() == Status::Completed)
         })
         .await;
     assert!(done, "{:?}", viewer.log);

@@ -269,7 +269,7 @@ impl Server {
         if let Some(recording) = self.recordings.get(model) {
             return Ok(self.replay(model, recording, model));
         }
-        match Synth::parse(model) {
+        match Synth::for_request(model, request.last_input_text.as_deref()) {
             Ok(Some(synth)) => return Ok(self.synthesize(&synth, request)),
             Ok(None) => {}
             Err(error) => {

@@ -184,6 +184,19 @@ impl Synth {
         Ok(Some(synth))
     }
 
+    /// Reads a model string for one request: as [`Synth::parse`], except that a model
+    /// naming no `seed` takes its seed from the request's last user text, so different
+    /// prompts get different answers and the same prompt the same one.
+    pub fn for_request(model: &str, input: Option<&str>) -> Result<Option<Self>, ReplayError> {
+        let mut synth = Self::parse(model)?;
+        if let Some(synth) = &mut synth {
+            if !names_seed(model) {
+                synth.seed = input.map_or(0, fnv1a);
+            }
+        }
+        Ok(synth)
+    }
+
     /// The text deltas of the complete answer, in order: one word each, every one but the
     /// first with a leading space, the last ending in a full stop.
     pub fn deltas(&self) -> Vec<String> {
@@ -720,3 +733,18 @@ impl SplitMix {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests;
+
+/// Whether a synth model string sets `seed` itself.
+fn names_seed(model: &str) -> bool {
+    model.split_once(':').is_some_and(|(_, spec)| {
+        spec.split(',')
+            .any(|part| part.split('=').next().map(str::trim) == Some("seed"))
+    })
+}
+
+/// FNV-1a: a fixed, dependency-free hash of the prompt, the same in every build.
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}

@@ -536,7 +536,10 @@ async fn rate_paces_synthesized_deltas() {
     );
     assert_eq!(
         deltas(&body.events()).concat(),
-        Synth::parse("synth:tokens=10").unwrap().unwrap().text()
+        Synth::for_request("synth:tokens=10", Some("hi"))
+            .unwrap()
+            .unwrap()
+            .text()
     );
     server.stop().await;
 }

@@ -95,11 +95,15 @@ pub struct RateLimiter {
 
 #[derive(Clone, Copy, Debug)]
 struct Bucket {
-    /// Requests available, in thousandths.
-    milli: u64,
+    /// Requests available, in units of 1/60 000 of a request, so that a minute's refill
+    /// of `per_minute` requests is exactly `per_minute` units per millisecond.
+    units: u64,
     /// When the bucket was last refilled (milliseconds on the caller's clock).
     at_ms: u64,
 }
+
+/// Units one request costs.
+const REQUEST: u64 = 60_000;
 
 /// Forget clients idle this long (their buckets are full again anyway).
 const IDLE_FORGET: Duration = Duration::from_secs(120);
@@ -118,7 +122,7 @@ impl RateLimiter {
         if self.per_minute == 0 {
             return Ok(());
         }
-        let capacity = u64::from(self.per_minute) * 1000;
+        let capacity = u64::from(self.per_minute) * REQUEST;
         let mut clients = match self.clients.lock() {
             Ok(c) => c,
             Err(poisoned) => poisoned.into_inner(),
@@ -128,21 +132,21 @@ impl RateLimiter {
             clients.retain(|_, b| now_ms.saturating_sub(b.at_ms) < forget);
         }
         let bucket = clients.entry(client).or_insert(Bucket {
-            milli: capacity,
+            units: capacity,
             at_ms: now_ms,
         });
-        // per_minute requests per 60 000 ms = per_minute / 60 thousandths per ms.
         let elapsed = now_ms.saturating_sub(bucket.at_ms);
-        let gained = elapsed.saturating_mul(u64::from(self.per_minute)) / 60;
-        bucket.milli = bucket.milli.saturating_add(gained).min(capacity);
+        let gained = elapsed.saturating_mul(u64::from(self.per_minute));
+        bucket.units = bucket.units.saturating_add(gained).min(capacity);
         bucket.at_ms = bucket.at_ms.max(now_ms);
-        if bucket.milli >= 1000 {
-            bucket.milli -= 1000;
+        if bucket.units >= REQUEST {
+            bucket.units -= REQUEST;
             Ok(())
         } else {
-            let missing = 1000 - bucket.milli;
-            let wait_ms = (missing * 60).div_ceil(u64::from(self.per_minute));
-            Err(Duration::from_millis(wait_ms))
+            let missing = REQUEST - bucket.units;
+            Err(Duration::from_millis(
+                missing.div_ceil(u64::from(self.per_minute)),
+            ))
         }
     }
 }

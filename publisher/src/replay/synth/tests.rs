@@ -226,3 +226,24 @@ fn friendly_text_quotes_the_input() {
         assert!(text.contains("You sent no text I could quote."), "{text}");
     }
 }
+
+#[test]
+fn without_a_seed_the_prompt_picks_the_words() {
+    let a = Synth::for_request("synth:tokens=12", Some("first question"))
+        .unwrap()
+        .unwrap();
+    let b = Synth::for_request("synth:tokens=12", Some("second question"))
+        .unwrap()
+        .unwrap();
+    let a_again = Synth::for_request("synth:tokens=12", Some("first question"))
+        .unwrap()
+        .unwrap();
+    assert_ne!(a.text(), b.text());
+    assert_eq!(a.text(), a_again.text());
+    // An explicit seed wins over the prompt.
+    let seeded = Synth::for_request("synth:tokens=12,seed=7", Some("first question"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(seeded.seed, 7);
+    assert_eq!(Synth::for_request("gpt-5", Some("x")).unwrap(), None);
+}
