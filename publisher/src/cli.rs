@@ -67,7 +67,7 @@ pub struct AblyArgs {
     /// load, the coalescing window widens to stay within it. 0 = unlimited (local
     /// benchmarks).
     #[arg(long, env = "ABLY_MESSAGE_RATE", default_value_t = 50)]
-    pub message_rate: u32,
+    pub ably_message_rate: u32,
 
     /// Our publisher-side coalescing window in milliseconds: after an answer's first
     /// append, at most one append per window. 0 sends one append per token.

@@ -107,7 +107,7 @@ pub async fn start(
         client,
         metrics,
         ably.window(),
-        ably.message_rate,
+        ably.ably_message_rate,
         &source,
     );
     Ok(Parts {

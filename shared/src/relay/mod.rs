@@ -47,6 +47,11 @@ pub const MAX_MESSAGE_SIZE_REASON: &str = "max_message_size";
 /// The `error` header of a failed response that gave no message.
 pub const RESPONSE_FAILED: &str = "the response failed";
 
+/// Room kept for what some servers count besides the text, name and extras Ably counts:
+/// the message id, serial, action and the JSON keys and quotes around them. Sockudo checks
+/// the whole JSON message against the limit.
+pub const ENVELOPE_SLACK: usize = 512;
+
 /// Error headers longer than this many bytes are cut, so that a huge error body cannot
 /// crowd the answer out of the message.
 const MAX_ERROR_HEADER_LEN: usize = 1024;
@@ -439,9 +444,9 @@ impl Relay {
             );
             overhead(&cut_headers)
         });
-        let room = limit.saturating_sub(cut_overhead);
-        if self.text.len() > room {
-            self.text.truncate(room);
+        let room = limit.saturating_sub(cut_overhead + ENVELOPE_SLACK);
+        if self.text.json_len() > room {
+            self.text.truncate_json(room);
             self.finish(
                 now,
                 Status::Incomplete,
@@ -477,7 +482,7 @@ impl Relay {
             // an error message is shortened first, then the text.
             self.fit_error_header(limit);
             self.text
-                .truncate(limit.saturating_sub(overhead(&self.headers)));
+                .truncate_json(limit.saturating_sub(overhead(&self.headers) + ENVELOPE_SLACK));
         }
         if self.sent_len > self.text.len() {
             self.diverged = true;
@@ -491,7 +496,7 @@ impl Relay {
 
     /// Shortens the `error` header so that the headers alone fit in `limit`, if they can.
     fn fit_error_header(&mut self, limit: usize) {
-        let excess = overhead(&self.headers).saturating_sub(limit);
+        let excess = (overhead(&self.headers) + ENVELOPE_SLACK).saturating_sub(limit);
         if excess == 0 {
             return;
         }

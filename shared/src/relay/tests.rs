@@ -936,7 +936,7 @@ fn max_message_size_cuts_the_answer_cleanly_on_a_char_boundary() {
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
     cut.set_headers(&cut_headers);
-    let limit = cut.wire_size() + 7;
+    let limit = cut.wire_size() + ENVELOPE_SLACK + 7;
 
     let mut h = Harness::new(RelayConfig {
         max_message_size: Some(limit),
@@ -964,7 +964,7 @@ fn max_message_size_cuts_the_answer_cleanly_on_a_char_boundary() {
         ]
     );
     assert!(
-        h.last().wire_size() <= limit,
+        h.last().wire_size() + ENVELOPE_SLACK <= limit,
         "{} > {limit}",
         h.last().wire_size()
     );
@@ -974,7 +974,7 @@ fn max_message_size_cuts_the_answer_cleanly_on_a_char_boundary() {
 #[test]
 fn max_message_size_keeps_buffered_text_that_fits() {
     let mut h = Harness::new(RelayConfig {
-        max_message_size: Some(200),
+        max_message_size: Some(200 + ENVELOPE_SLACK),
         ..config(1000)
     });
     h.event(0, &delta("m", "a"));
@@ -1182,7 +1182,7 @@ proptest! {
 /// (a long error message among them) left no room, and the final update was too large.
 #[test]
 fn a_long_error_message_is_shortened_so_the_final_update_fits() {
-    let limit = 300;
+    let limit = 300 + ENVELOPE_SLACK;
     let mut relay = Relay::new(RelayConfig {
         max_message_size: Some(limit),
         ..config(0)
@@ -1199,4 +1199,31 @@ fn a_long_error_message_is_shortened_so_the_final_update_fits() {
         .header(headers::ERROR)
         .unwrap()
         .starts_with("connection reset by peer"));
+}
+
+/// Sockudo measures the whole JSON message, escapes included: text full of quotes and
+/// newlines must still leave the final update, with an id and a serial, under the limit.
+#[test]
+fn escaped_text_is_measured_as_json() {
+    let limit = 4_096;
+    let mut relay = Relay::new(RelayConfig {
+        max_message_size: Some(limit),
+        ..config(0)
+    });
+    relay.handle_event(ms(0), &created());
+    relay.handle_created(ms(1), Serial::new(SERIAL));
+    for t in 0..2_000 {
+        relay.handle_event(ms(2 + t), &delta("a", "\"q\"\n"));
+    }
+    relay.handle_event(ms(3_000), &completed());
+    assert_eq!(relay.status(), Status::Incomplete);
+    // The raw text alone would have fitted more than twice over.
+    assert!(relay.text().len() < limit / 2, "{}", relay.text().len());
+    let mut last = std::iter::from_fn(|| relay.poll_op())
+        .last()
+        .unwrap()
+        .into_message();
+    last.id = Some(crate::ids::MessageId::new("pub0123abcd-123456:0"));
+    let json = serde_json::to_string(&last).unwrap();
+    assert!(json.len() <= limit, "{} > {limit}", json.len());
 }

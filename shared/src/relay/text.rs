@@ -46,6 +46,10 @@ pub(crate) struct AnswerText {
     kinds: HashMap<ItemKey, ItemKind>,
     /// Item ids by output index, so that an event carrying only an index finds its item.
     ids_by_index: HashMap<u64, String>,
+    /// How many leading bytes of `text` [`Self::escape_extra`] covers.
+    escaped_upto: usize,
+    /// The bytes JSON escaping adds to `text[..escaped_upto]`.
+    escape_extra: usize,
 }
 
 impl AnswerText {
@@ -57,6 +61,41 @@ impl AnswerText {
     /// The joined text's length in bytes.
     pub(crate) fn len(&self) -> usize {
         self.text.len()
+    }
+
+    /// The length of the text as a JSON string's contents (escapes included), which is
+    /// what a server that measures whole JSON messages counts. Only text added since the
+    /// last call is scanned.
+    pub(crate) fn json_len(&mut self) -> usize {
+        if self.escaped_upto > self.text.len() || !self.text.is_char_boundary(self.escaped_upto) {
+            self.escaped_upto = 0;
+            self.escape_extra = 0;
+        }
+        if let Some(new) = self.text.get(self.escaped_upto..) {
+            self.escape_extra += new.chars().map(escape_extra).sum::<usize>();
+        }
+        self.escaped_upto = self.text.len();
+        self.text.len() + self.escape_extra
+    }
+
+    /// Cuts the text so that its JSON length ([`Self::json_len`]) is at most `max`, on a
+    /// char boundary. Like [`Self::truncate`], the text is final once cut.
+    pub(crate) fn truncate_json(&mut self, max: usize) {
+        let mut json_len = 0;
+        let mut end = 0;
+        for (at, c) in self.text.char_indices() {
+            let cost = c.len_utf8() + escape_extra(c);
+            if json_len + cost > max {
+                break;
+            }
+            json_len += cost;
+            end = at + c.len_utf8();
+        }
+        if end < self.text.len() {
+            self.text.truncate(end);
+            self.escaped_upto = 0;
+            self.escape_extra = 0;
+        }
     }
 
     /// Records an output item's id, index and type.
@@ -163,6 +202,8 @@ impl AnswerText {
                 end -= 1;
             }
             self.text.truncate(end);
+            self.escaped_upto = 0;
+            self.escape_extra = 0;
         }
     }
 
@@ -189,6 +230,8 @@ impl AnswerText {
             .take_while(|(a, b)| a == b)
             .count();
         self.text = text;
+        self.escaped_upto = 0;
+        self.escape_extra = 0;
         Edit::Rewritten { kept }
     }
 
@@ -201,6 +244,16 @@ impl AnswerText {
             },
             (None, None) => ItemKey::Anonymous,
         }
+    }
+}
+
+/// The bytes JSON escaping adds to one character: `"`, `\\` and the short control escapes
+/// take two bytes, other control characters six (`\u00XX`).
+fn escape_extra(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 1,
+        c if u32::from(c) < 0x20 => 5,
+        _ => 0,
     }
 }
 
@@ -281,5 +334,40 @@ mod tests {
         t.push(t.part_key(&Position::default()), "aé");
         t.truncate(2);
         assert_eq!(t.as_str(), "a");
+    }
+
+    #[test]
+    fn json_length_counts_escapes_incrementally_and_after_rewrites() {
+        let mut text = AnswerText::default();
+        let key = |i: u64| PartKey {
+            item: ItemKey::Index(i),
+            content: 0,
+        };
+        text.push(key(0), "say \"hi\"");
+        assert_eq!(text.json_len(), text.len() + 2);
+        text.push(key(0), "\n\u{1}é");
+        assert_eq!(text.json_len(), text.len() + 2 + 1 + 5);
+        let whole = serde_json::to_string(text.as_str()).unwrap();
+        assert_eq!(text.json_len(), whole.len() - 2, "serde_json agrees");
+        text.replace_part(key(0), "plain");
+        assert_eq!(text.json_len(), 5);
+    }
+
+    #[test]
+    fn truncate_json_keeps_the_longest_prefix_that_fits() {
+        let mut text = AnswerText::default();
+        let key = PartKey {
+            item: ItemKey::Index(0),
+            content: 0,
+        };
+        text.push(key, "ab\"cd");
+        // `ab\"` is 4 bytes of JSON; `ab\"c` is 5.
+        text.truncate_json(4);
+        assert_eq!(text.as_str(), "ab\"");
+        assert_eq!(text.json_len(), 4);
+        text.truncate_json(3);
+        assert_eq!(text.as_str(), "ab");
+        text.truncate_json(100);
+        assert_eq!(text.as_str(), "ab");
     }
 }
