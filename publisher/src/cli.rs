@@ -259,7 +259,8 @@ impl AblyArgs {
 impl OpenAiArgs {
     /// Whether answers come from the built-in replay server: no API key and no base URL.
     pub fn uses_builtin_replay(&self) -> bool {
-        self.openai_api_key.as_deref().is_none_or(str::is_empty) && self.openai_base_url.is_none()
+        self.openai_api_key.as_deref().is_none_or(str::is_empty)
+            && self.openai_base_url.as_deref().is_none_or(str::is_empty)
     }
 
     /// The client configuration for `base_url`.

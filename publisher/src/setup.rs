@@ -93,6 +93,7 @@ pub async fn start(
         let base = openai
             .openai_base_url
             .clone()
+            .filter(|url| !url.is_empty())
             .unwrap_or_else(|| OPENAI_BASE_URL.to_owned());
         (base, None)
     };

@@ -507,3 +507,54 @@ async fn shutdown_ends_streaming_answers_with_a_terminal_status() {
     viewer.close().await;
     drop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_model_configured_the_built_in_replay_answers() {
+    let server = Sockudo::start().unwrap();
+    let argv = [
+        "publisher",
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--ably-endpoint",
+        &server.endpoint(),
+        "--ably-api-key",
+        tests::sockudo::API_KEY,
+        "--openai-api-key",
+        "",
+        "--openai-base-url",
+        "",
+    ];
+    let cli = <publisher::cli::Cli as clap::Parser>::try_parse_from(argv).unwrap();
+    let publisher::cli::Command::Serve(args) = cli.command else {
+        unreachable!()
+    };
+    let daemon = Daemon::from_args(&args).await.unwrap();
+    let channel = "ai:daemon-offline";
+    let mut viewer = Subscriber::attach(
+        &server.endpoint(),
+        "viewer",
+        channel,
+        AttachOptions::default(),
+    )
+    .await
+    .unwrap();
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/prompts", daemon.url))
+        .json(&json!({"channel": channel, "input": "Is anyone there?"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    let body: Value = response.json().await.unwrap();
+    let serial = Serial::from(body["serial"].as_str().unwrap());
+    wait_status(&mut viewer, &serial, Status::Completed).await;
+    let answer = viewer.view.answer(&serial).unwrap();
+    assert_eq!(answer.header(headers::SOURCE), Some("replay"));
+    assert_eq!(
+        answer.text(),
+        publisher::replay::friendly_text(Some("Is anyone there?"))
+    );
+    viewer.close().await;
+    daemon.stop().await.unwrap();
+}

@@ -203,10 +203,11 @@ async fn start_answer(state: &Arc<State>, body: Body) -> Result<Response, ApiErr
     {
         Ok(serials) => serials.into_iter().next().flatten(),
         Err(err) => {
+            ended_on(state, &channel);
             return Err(ApiError::upstream(format!(
                 "the prompt could not be published: {}",
                 crate::answer::describe_refusal(&err)
-            )))
+            )));
         }
     };
     state.metrics.messages_sent.fetch_add(1, Ordering::Relaxed);
@@ -258,6 +259,7 @@ fn spawn_answer(state: &Arc<State>, job: Job, created: oneshot::Sender<Result<Se
         };
         let channel = job.channel.clone();
         let report = task_state.answers.run(job, stop, &mut observer).await;
+        ended_on(&task_state, &channel);
         tracing::info!(
             %channel,
             serial = report.serial.as_ref().map(Serial::as_str).unwrap_or("-"),
@@ -279,31 +281,57 @@ fn spawn_answer(state: &Arc<State>, job: Job, created: oneshot::Sender<Result<Se
     }
 }
 
-/// Attaches `channel` once, so `cancel` messages on it reach this daemon.
+/// Makes sure `channel` is attached, so that `cancel` messages on it reach this daemon,
+/// and counts one more answer streaming there (until [`ended_on`]).
 async fn listen(state: &State, channel: &ChannelName) -> Result<(), ApiError> {
-    let known = state
-        .listening
-        .lock()
-        .map(|set| set.contains(channel))
-        .unwrap_or(false);
+    let known = match state.listening.lock() {
+        Ok(mut map) => match map.get_mut(channel) {
+            Some(listening) => {
+                listening.running += 1;
+                listening.idle_since = None;
+                true
+            }
+            None => false,
+        },
+        Err(_) => false,
+    };
     if known {
         return Ok(());
     }
-    state
-        .answers
-        .realtime
-        .attach(channel, AttachOptions::default())
-        .await
-        .map_err(|err| {
-            ApiError::upstream(format!(
-                "cannot attach `{channel}`: {}",
-                crate::answer::describe_refusal(&err)
-            ))
-        })?;
-    if let Ok(mut set) = state.listening.lock() {
-        set.insert(channel.clone());
+    let realtime = &state.answers.realtime;
+    let mut attached = realtime.attach(channel, AttachOptions::default()).await;
+    if attached.is_err() {
+        // The channel may have been detaching as idle just now: try once more.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        attached = realtime.attach(channel, AttachOptions::default()).await;
+    }
+    attached.map_err(|err| {
+        ApiError::upstream(format!(
+            "cannot attach `{channel}`: {}",
+            crate::answer::describe_refusal(&err)
+        ))
+    })?;
+    if let Ok(mut map) = state.listening.lock() {
+        let listening = map.entry(channel.clone()).or_insert(super::Listening {
+            running: 0,
+            idle_since: None,
+        });
+        listening.running += 1;
+        listening.idle_since = None;
     }
     Ok(())
+}
+
+/// An answer on `channel` ended (or never started).
+fn ended_on(state: &State, channel: &ChannelName) {
+    if let Ok(mut map) = state.listening.lock() {
+        if let Some(listening) = map.get_mut(channel) {
+            listening.running = listening.running.saturating_sub(1);
+            if listening.running == 0 {
+                listening.idle_since = Some(tokio::time::Instant::now());
+            }
+        }
+    }
 }
 
 #[derive(Deserialize)]

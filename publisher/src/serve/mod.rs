@@ -17,7 +17,7 @@ mod context;
 pub mod error;
 pub mod guard;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -85,8 +85,9 @@ pub struct State {
     pub gate: Box<dyn Gate>,
     pub origins: Origins,
     pub limiter: RateLimiter,
-    /// Channels attached so that `cancel` messages reach this daemon.
-    pub listening: Mutex<HashSet<ChannelName>>,
+    /// Channels attached so that `cancel` messages reach this daemon, with the answers
+    /// streaming on each (idle ones are detached, see [`Listening`]).
+    pub listening: Mutex<HashMap<ChannelName, Listening>>,
     /// Running answer tasks, awaited on shutdown.
     pub tasks: Mutex<JoinSet<()>>,
     /// Set once shutdown begins: new prompts are refused.
@@ -94,6 +95,46 @@ pub struct State {
     pub started: tokio::time::Instant,
     /// Keeps the built-in replay server (if any) running as long as the daemon.
     pub replay: Option<setup::ReplayGuard>,
+}
+
+/// How long a channel stays attached after its last answer ended.
+const IDLE_DETACH: Duration = Duration::from_secs(60);
+
+/// One attached channel: how many answers stream on it, and since when none has.
+#[derive(Clone, Copy, Debug)]
+pub struct Listening {
+    pub running: usize,
+    pub idle_since: Option<tokio::time::Instant>,
+}
+
+/// Detaches channels no answer has used for [`IDLE_DETACH`], so that a long-running daemon
+/// stays within the connection's channel limit (Ably allows 200 by default).
+async fn detach_idle_channels(state: Arc<State>) {
+    let mut tick = tokio::time::interval(IDLE_DETACH / 2);
+    loop {
+        tick.tick().await;
+        let idle: Vec<ChannelName> = match state.listening.lock() {
+            Ok(mut map) => {
+                let now = tokio::time::Instant::now();
+                let idle: Vec<ChannelName> = map
+                    .iter()
+                    .filter(|(_, l)| {
+                        l.running == 0 && l.idle_since.is_some_and(|t| now - t >= IDLE_DETACH)
+                    })
+                    .map(|(c, _)| c.clone())
+                    .collect();
+                for channel in &idle {
+                    map.remove(channel);
+                }
+                idle
+            }
+            Err(_) => Vec::new(),
+        };
+        for channel in idle {
+            tracing::debug!(%channel, "detaching an idle channel");
+            state.answers.realtime.detach(&channel);
+        }
+    }
 }
 
 /// A daemon bound to its address, ready to run.
@@ -145,7 +186,7 @@ impl Server {
             gate,
             origins: Origins::new(&args.allowed_origins),
             limiter: RateLimiter::new(args.rate_limit_per_minute),
-            listening: Mutex::new(HashSet::new()),
+            listening: Mutex::new(HashMap::new()),
             tasks: Mutex::new(JoinSet::new()),
             stopping: std::sync::atomic::AtomicBool::new(false),
             started: tokio::time::Instant::now(),
@@ -175,6 +216,7 @@ impl Server {
     ) -> Result<(), ServeError> {
         let state = Arc::clone(&self.state);
         let app = router(Arc::clone(&self.state), self.web_dir.as_deref());
+        let sweeper = tokio::spawn(detach_idle_channels(Arc::clone(&state)));
         let graceful = {
             let state = Arc::clone(&state);
             async move {
@@ -192,6 +234,7 @@ impl Server {
         )
         .with_graceful_shutdown(graceful)
         .await;
+        sweeper.abort();
         finish(&state).await;
         served.map_err(ServeError::Http)
     }

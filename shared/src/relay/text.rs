@@ -79,7 +79,7 @@ impl AnswerText {
     }
 
     /// Cuts the text so that its JSON length ([`Self::json_len`]) is at most `max`, on a
-    /// char boundary. Like [`Self::truncate`], the text is final once cut.
+    /// char boundary. Parts are left alone: the text is final once cut.
     pub(crate) fn truncate_json(&mut self, max: usize) {
         let mut json_len = 0;
         let mut end = 0;
@@ -191,20 +191,6 @@ impl AnswerText {
             self.parts[i].1 = full.to_owned();
         }
         self.rebuild()
-    }
-
-    /// Cuts the text to at most `max_len` bytes, on a char boundary. Parts are left alone:
-    /// the text is final once cut.
-    pub(crate) fn truncate(&mut self, max_len: usize) {
-        if self.text.len() > max_len {
-            let mut end = max_len;
-            while !self.text.is_char_boundary(end) {
-                end -= 1;
-            }
-            self.text.truncate(end);
-            self.escaped_upto = 0;
-            self.escape_extra = 0;
-        }
     }
 
     fn start_part(&mut self, key: PartKey, text: &str) {
@@ -332,7 +318,7 @@ mod tests {
     fn truncate_cuts_on_a_char_boundary() {
         let mut t = AnswerText::default();
         t.push(t.part_key(&Position::default()), "aé");
-        t.truncate(2);
+        t.truncate_json(2);
         assert_eq!(t.as_str(), "a");
     }
 
