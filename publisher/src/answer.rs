@@ -274,8 +274,8 @@ impl Answers {
                 Some((kind, outcome)) = run.in_flight.next(), if !run.in_flight.is_empty() => {
                     run.settle(&mut relay, kind, outcome, observer);
                 }
-                () = sleep(timeout), if timeout.is_some() => relay.handle_timeout(self.now()),
-                () = sleep(create_deadline), if create_deadline.is_some() => {
+                () = crate::wait::sleep_until(timeout), if timeout.is_some() => relay.handle_timeout(self.now()),
+                () = crate::wait::sleep_until(create_deadline), if create_deadline.is_some() => {
                     run.fatal = Some(format!("no ACK for the answer's create within {CREATE_TIMEOUT:?}"));
                     observer.created(Err("no ACK for the create"));
                 }
@@ -501,13 +501,6 @@ async fn next_event(
 ) -> Option<Result<shared::openai::StreamEvent, crate::openai::StreamError>> {
     match stream {
         Some(s) => s.next().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }

@@ -12,3 +12,4 @@ pub mod openai;
 pub mod replay;
 pub mod serve;
 pub mod setup;
+mod wait;

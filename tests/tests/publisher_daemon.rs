@@ -118,6 +118,16 @@ fn synth_text(model: &str, input: &str) -> String {
         .text()
 }
 
+/// Waits until the answer has some text (it is streaming).
+async fn wait_for_text(viewer: &mut Subscriber, serial: &Serial) {
+    let started = viewer
+        .until(WAIT, |view| {
+            view.answer(serial).is_some_and(|a| !a.text().is_empty())
+        })
+        .await;
+    assert!(started, "answer {serial} never showed text");
+}
+
 async fn wait_status(viewer: &mut Subscriber, serial: &Serial, status: Status) {
     let done = viewer
         .until(WAIT, |view| {
@@ -226,12 +236,7 @@ async fn cancel_works_through_the_api_and_through_a_cancel_message() {
 
     // Through the API.
     let serial = system.prompt(channel, "a long story").await;
-    let started = viewer
-        .until(WAIT, |view| {
-            view.answer(&serial).is_some_and(|a| !a.text().is_empty())
-        })
-        .await;
-    assert!(started);
+    wait_for_text(&mut viewer, &serial).await;
     let (status, body) = system
         .post(
             &format!("/v1/responses/{}/cancel?channel={channel}", serial.as_str()),
@@ -250,12 +255,7 @@ async fn cancel_works_through_the_api_and_through_a_cancel_message() {
 
     // Through a `cancel` message, as another replica or a page would send it.
     let serial = system.prompt(channel, "another long story").await;
-    let started = viewer
-        .until(WAIT, |view| {
-            view.answer(&serial).is_some_and(|a| !a.text().is_empty())
-        })
-        .await;
-    assert!(started);
+    wait_for_text(&mut viewer, &serial).await;
     let other = connect(&system.server.endpoint(), "other-replica", false).unwrap();
     let cancel = Message {
         name: Some(headers::CANCEL_NAME.to_owned()),
@@ -481,12 +481,7 @@ async fn shutdown_ends_streaming_answers_with_a_terminal_status() {
     let channel = "ai:daemon-shutdown";
     let mut viewer = system.viewer(channel).await;
     let serial = system.prompt(channel, "a long story").await;
-    let started = viewer
-        .until(WAIT, |view| {
-            view.answer(&serial).is_some_and(|a| !a.text().is_empty())
-        })
-        .await;
-    assert!(started);
+    wait_for_text(&mut viewer, &serial).await;
 
     let state = system.daemon.state.clone();
     let System {

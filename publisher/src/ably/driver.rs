@@ -272,7 +272,7 @@ impl Driver {
                     }
                 },
                 frame = next_frame(&mut self.socket) => self.frame(frame),
-                () = sleep(sleep_until) => {
+                () = crate::wait::sleep_until(sleep_until) => {
                     let now = self.now();
                     self.conn.handle_timeout(now);
                 }
@@ -499,13 +499,6 @@ async fn next_frame(
 ) -> Option<Result<WsMessage, tokio_tungstenite::tungstenite::Error>> {
     match socket {
         Some(ws) => ws.next().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn sleep(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
 }
