@@ -35,3 +35,73 @@ ensure_toolchain() {
   rustup toolchain install
   rustc --version
 }
+
+TRUNK_VERSION=0.21.14
+
+wasm_bindgen_version() {
+  # The wasm-bindgen version Cargo.lock resolves (the CLI must match it exactly).
+  awk '/^name = "wasm-bindgen"$/ { getline; gsub(/"/, "", $3); print $3; exit }' "$ROOT/Cargo.lock"
+}
+
+ensure_cargo_web_tools() {
+  # trunk and wasm-bindgen-cli, built from crates.io when missing, both at once (each alone
+  # keeps only one core busy). wasm-bindgen-cli cannot be installed --locked today.
+  local wbg pids=() pid failed=0
+  wbg="$(wasm_bindgen_version)"
+  if ! trunk --version 2>/dev/null | grep -q " $TRUNK_VERSION"; then
+    cargo install --locked trunk --version "$TRUNK_VERSION" &
+    pids+=("$!")
+  fi
+  if ! wasm-bindgen --version 2>/dev/null | grep -q " $wbg"; then
+    cargo install wasm-bindgen-cli --version "$wbg" &
+    pids+=("$!")
+  fi
+  for pid in "${pids[@]}"; do
+    wait "$pid" || failed=1
+  done
+  [ "$failed" -eq 0 ] || return 1
+  trunk --version
+  wasm-bindgen --version
+}
+
+ensure_chromium() {
+  # Debian's chromium and chromedriver, for the browser tests (never a downloaded browser).
+  if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+    chromium --version 2>/dev/null | head -n 1
+    return 0
+  fi
+  local sudo=()
+  if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
+  "${sudo[@]}" apt-get update
+  DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y --no-install-recommends \
+    chromium chromium-driver
+}
+
+ensure_npm_packages() {
+  # tests/browser: playwright-core (drives chromium) and binaryen@132 (wasm-opt for trunk).
+  local dir="$ROOT/tests/browser"
+  if [ ! -f "$dir/node_modules/.package-lock.json" ] \
+    || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    (cd "$dir" && npm ci --no-audit --no-fund)
+  fi
+}
+
+build_page() {
+  # The page in release (size-tuned profile, wasm-opt -Oz from npm binaryen) into web/dist.
+  PATH="$ROOT/tests/browser/node_modules/.bin:$PATH" trunk build --release
+  page_size
+}
+
+page_size() {
+  # What a browser downloads for the page: the wasm and its JS glue, raw and gzipped.
+  local f raw gz total_raw=0 total_gz=0
+  for f in "$ROOT"/web/dist/*.wasm "$ROOT"/web/dist/*.js; do
+    [ -f "$f" ] || continue
+    raw=$(wc -c <"$f")
+    gz=$(gzip -9 -c "$f" | wc -c)
+    total_raw=$((total_raw + raw))
+    total_gz=$((total_gz + gz))
+    printf '  %-40s %8d B raw %8d B gzip\n' "$(basename "$f")" "$raw" "$gz"
+  done
+  printf '  %-40s %8d B raw %8d B gzip\n' "page total (wasm + js)" "$total_raw" "$total_gz"
+}

@@ -154,6 +154,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CHANNEL_NAMESPACE", default_value = "ai")]
     pub namespace: String,
 
+    /// The Ably endpoint pages are told to use (`/v1/config`), when browsers reach the
+    /// service by another URL than the daemon does. Default: ABLY_ENDPOINT.
+    #[arg(long, env = "PUBLIC_ABLY_ENDPOINT")]
+    pub public_ably_endpoint: Option<String>,
+
     /// Secret that prompts, cancels and token requests must carry as
     /// `Authorization: Bearer <secret>`. Unset: open to every allowed origin.
     #[arg(long, env = "API_SECRET", hide_env_values = true)]

@@ -62,7 +62,7 @@ pub enum ServeError {
 pub struct Settings {
     pub default_channel: ChannelName,
     pub namespace: String,
-    /// The Ably endpoint as configured, handed to pages.
+    /// The Ably endpoint handed to pages.
     pub ably_endpoint: String,
     pub model: String,
     pub instructions: Option<String>,
@@ -167,7 +167,10 @@ impl Server {
             settings: Settings {
                 default_channel,
                 namespace: args.namespace.clone(),
-                ably_endpoint: args.ably.ably_endpoint.clone(),
+                ably_endpoint: args
+                    .public_ably_endpoint
+                    .clone()
+                    .unwrap_or_else(|| args.ably.ably_endpoint.clone()),
                 model: args.openai.openai_model.clone(),
                 instructions: args.openai.instructions.clone(),
                 max_output_tokens: args.openai.max_output_tokens,

@@ -1,0 +1,5 @@
+//! The page's entry point: mounts the app.
+
+fn main() {
+    web::start();
+}
