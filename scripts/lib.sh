@@ -105,3 +105,16 @@ page_size() {
   done
   printf '  %-40s %8d B raw %8d B gzip\n' "page total (wasm + js)" "$total_raw" "$total_gz"
 }
+
+install_tools() {
+  # Sockudo, trunk and wasm-bindgen-cli build from crates.io when missing; at once, since
+  # each spends long stretches on one core.
+  local sockudo_pid web_pid failed=0
+  scripts/sockudo install &
+  sockudo_pid=$!
+  ensure_cargo_web_tools &
+  web_pid=$!
+  wait "$sockudo_pid" || failed=1
+  wait "$web_pid" || failed=1
+  return "$failed"
+}
