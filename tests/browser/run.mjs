@@ -14,7 +14,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
-import { CHROMIUM, launchBrowser, preparePage, visit } from './page.mjs';
+import { CHROMIUM, launchBrowser, notes, preparePage, visit } from './page.mjs';
 import { SCENARIOS } from './scenarios.mjs';
 import {
   ARTIFACTS,
@@ -118,6 +118,13 @@ async function runScenario(scenario, { browser, sys }) {
       await visit(opened.page, url);
       return opened;
     },
+    /** An extra screenshot of the latest page: <scenario>.<label>.png. */
+    async shot(label) {
+      const last = pages.at(-1);
+      if (!last) return;
+      const file = path.join(ARTIFACTS, `${scenario.name}.${label}.png`);
+      await last.page.screenshot({ path: file, fullPage: true, timeout: 5_000 }).catch(() => {});
+    },
   };
   let summary = null;
   let error = null;
@@ -136,6 +143,12 @@ async function runScenario(scenario, { browser, sys }) {
     await last.page.screenshot({ path: screenshot, fullPage: true, timeout: 5_000 }).catch((e) => {
       screenshot = `(no screenshot: ${e.message.split('\n')[0]})`;
     });
+  }
+  // What the recorder noted on each page, for looking into a failure afterwards.
+  const recorded = [];
+  for (const { page } of pages) recorded.push(await withTimeout(notes(page), 3_000, 'notes').catch((e) => String(e)));
+  if (recorded.length > 0) {
+    fs.writeFileSync(path.join(ARTIFACTS, `${scenario.name}.notes.json`), JSON.stringify(recorded, null, 1));
   }
   const seen = pages.map((p) => p.seen);
   await withTimeout(Promise.all(seen.flatMap((s) => s.bodyReads)), 5_000, 'reading response bodies').catch(() => {});

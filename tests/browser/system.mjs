@@ -24,7 +24,7 @@ export const BROWSER_FIXTURES = path.join(ROOT, 'tests', 'browser', 'fixtures');
 
 /** The local Sockudo's key (scripts/sockudo-config.sh) and its secret half. */
 export const API_KEY = 'app-key:app-secret';
-export const KEY_SECRET = 'app-secret';
+export const KEY_SECRET = API_KEY.slice(API_KEY.indexOf(':') + 1);
 /** The daemon's port: the page's origin must be one Sockudo's CORS allows. */
 export const DAEMON_PORT = 8787;
 export const DAEMON_URL = `http://127.0.0.1:${DAEMON_PORT}`;
