@@ -17,7 +17,9 @@ import { Failure, sleep, stripAnsi, waitFor } from './util.mjs';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const ARTIFACTS = path.join(ROOT, 'target', 'browser-artifacts');
-export const PUBLISHER = path.join(ROOT, 'target', 'release', 'publisher');
+// The daemon's binary: PUBLISHER_BIN (scripts/test passes the debug build it already has),
+// else the release build.
+export const PUBLISHER = process.env.PUBLISHER_BIN || path.join(ROOT, 'target', 'release', 'publisher');
 export const SOCKUDO_SCRIPT = path.join(ROOT, 'scripts', 'sockudo');
 export const WEB_DIST = path.join(ROOT, 'web', 'dist');
 export const BROWSER_FIXTURES = path.join(ROOT, 'tests', 'browser', 'fixtures');

@@ -78,7 +78,9 @@ fn App() -> impl IntoView {
             <ConnectionBadge connection=page.connection />
         </header>
         <main class="conversation-pane">
-            <Show when=move || page.earlier.get().is_some()>
+            <Show when=move || {
+                page.earlier.get().is_some() && !page.rows.list.with(Vec::is_empty)
+            }>
                 <button
                     class="earlier"
                     data-role="load-earlier"
@@ -114,7 +116,13 @@ async fn boot(page: Page) -> Result<(), String> {
     let endpoint = Endpoint::parse(&config.ably_endpoint).map_err(|e| e.to_string())?;
     let client_id = format!("viewer-{:08x}", (js_sys::Math::random() * 4.0e9) as u64);
     let token_cell: Rc<RefCell<String>> = Rc::default();
-    let tokens = token_source(config, endpoint.clone(), channel.clone(), client_id, Rc::clone(&token_cell));
+    let tokens = token_source(
+        config,
+        endpoint.clone(),
+        channel.clone(),
+        client_id,
+        Rc::clone(&token_cell),
+    );
     page.connection.set((ConnectionState::Connecting, None));
     let first = tokens().await?;
     let mut conn_config = Config::new(endpoint.clone(), Auth::Token(first.token), random_prefix());
@@ -130,7 +138,10 @@ async fn boot(page: Page) -> Result<(), String> {
         }
     };
     let live = Live::start(conn_config, Some(first.expires), tokens, on_event);
-    live.attach(ChannelName::from(channel.as_str()), AttachOptions::rewind(REWIND));
+    live.attach(
+        ChannelName::from(channel.as_str()),
+        AttachOptions::rewind(REWIND),
+    );
     page.shared.update_value(|shared| {
         shared.assembler = assembler;
         shared.endpoint = Some(endpoint);
@@ -177,9 +188,7 @@ fn on_event(
     match event {
         Event::StateChanged {
             current, reason, ..
-        } => page
-            .connection
-            .set((current, reason.map(|r| r.message))),
+        } => page.connection.set((current, reason.map(|r| r.message))),
         Event::ChannelStateChanged {
             channel: name,
             previous,
@@ -203,7 +212,10 @@ fn on_event(
                 )));
             }
         }
-        Event::Message { channel: name, message } if &name == channel => {
+        Event::Message {
+            channel: name,
+            message,
+        } if &name == channel => {
             let mut view = assembler.borrow_mut();
             if let Ok(changes) = view.apply(&message) {
                 page.rows.apply(&changes, &view);
@@ -249,7 +261,9 @@ async fn load_earlier(page: Page) {
             let more = history.next.is_some() && !history.messages.is_empty();
             page.earlier.set(more.then_some(history.next));
         }
-        Err(err) => page.notice.set(Some(format!("could not load earlier answers: {err}"))),
+        Err(err) => page
+            .notice
+            .set(Some(format!("could not load earlier answers: {err}"))),
     }
 }
 
@@ -266,7 +280,11 @@ fn history_access(page: Page) -> Option<Access> {
     })
 }
 
-fn apply_history(page: Page, assembler: &Rc<RefCell<Assembler>>, newest_first: &[shared::protocol::Message]) {
+fn apply_history(
+    page: Page,
+    assembler: &Rc<RefCell<Assembler>>,
+    newest_first: &[shared::protocol::Message],
+) {
     let mut view = assembler.borrow_mut();
     for message in newest_first.iter().rev() {
         if let Ok(changes) = view.apply(message) {
@@ -334,7 +352,8 @@ fn Answer(row: Row, page: Page) -> impl IntoView {
             spawn_local(async move {
                 let channel = page.channel.get_untracked();
                 if let Err(err) = api::cancel(&channel, &serial).await {
-                    page.notice.set(Some(format!("could not stop the answer: {err}")));
+                    page.notice
+                        .set(Some(format!("could not stop the answer: {err}")));
                     stopping.set(false);
                 }
             });
@@ -391,7 +410,9 @@ fn PromptForm(page: Page) -> impl IntoView {
                     input.set(String::new());
                     page.notice.set(None);
                 }
-                Err(err) => page.notice.set(Some(format!("the prompt was not sent: {err}"))),
+                Err(err) => page
+                    .notice
+                    .set(Some(format!("the prompt was not sent: {err}"))),
             }
             sending.set(false);
         });

@@ -78,7 +78,9 @@ impl Live {
 
     /// Attaches a channel.
     pub fn attach(&self, channel: ChannelName, options: AttachOptions) {
-        let _ = self.commands.unbounded_send(Command::Attach(channel, options));
+        let _ = self
+            .commands
+            .unbounded_send(Command::Attach(channel, options));
     }
 
     /// Closes the connection.
@@ -108,7 +110,9 @@ impl Driver {
                     Output::Transmit(Transmit::Open { url }) => self.open(&url),
                     Output::Transmit(Transmit::Frame(frame)) => {
                         let sent = match (&mut self.sink, codec::encode(&frame)) {
-                            (Some(sink), Ok(text)) => sink.send(WsMessage::Text(text)).await.is_ok(),
+                            (Some(sink), Ok(text)) => {
+                                sink.send(WsMessage::Text(text)).await.is_ok()
+                            }
                             _ => false,
                         };
                         if !sent && self.sink.is_some() {

@@ -65,7 +65,12 @@ impl Rows {
                     serial,
                     text,
                     partial,
-                } => self.insert(Row::new(serial.clone(), Kind::Answer, text.clone(), *partial)),
+                } => self.insert(Row::new(
+                    serial.clone(),
+                    Kind::Answer,
+                    text.clone(),
+                    *partial,
+                )),
                 Change::PromptAdded { serial, text } => {
                     self.insert(Row::new(serial.clone(), Kind::Prompt, text.clone(), false));
                 }
@@ -107,12 +112,12 @@ impl Rows {
     }
 
     fn insert(&self, row: Row) {
-        self.list.update(|rows| {
-            match rows.binary_search_by(|r| r.serial.cmp(&row.serial)) {
+        self.list.update(
+            |rows| match rows.binary_search_by(|r| r.serial.cmp(&row.serial)) {
                 Ok(_) => {}
                 Err(at) => rows.insert(at, row),
-            }
-        });
+            },
+        );
     }
 
     fn with_row(&self, serial: &Serial, f: impl FnOnce(&Row)) {
