@@ -86,6 +86,9 @@ pub struct Metrics {
     pub repairs: AtomicU64,
     pub prompts_accepted: AtomicU64,
     pub requests_rejected: AtomicU64,
+    pub ably_disconnects: AtomicU64,
+    pub ably_reconnects: AtomicU64,
+    pub ably_resume_failures: AtomicU64,
     pub messages_per_answer: Histogram,
     pub ack_latency_ms: Histogram,
     pub first_token_ms: Histogram,
@@ -104,6 +107,9 @@ impl Default for Metrics {
             repairs: AtomicU64::new(0),
             prompts_accepted: AtomicU64::new(0),
             requests_rejected: AtomicU64::new(0),
+            ably_disconnects: AtomicU64::new(0),
+            ably_reconnects: AtomicU64::new(0),
+            ably_resume_failures: AtomicU64::new(0),
             messages_per_answer: Histogram::new(&MESSAGE_BUCKETS),
             ack_latency_ms: Histogram::new(&LATENCY_BUCKETS_MS),
             first_token_ms: Histogram::new(&LATENCY_BUCKETS_MS),
@@ -122,6 +128,40 @@ impl Metrics {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         self.messages_per_answer.observe(messages);
+    }
+
+    /// Counts the connection's drops, returns and refused resumes from its events.
+    pub fn watch_connection(
+        self: &std::sync::Arc<Self>,
+        realtime: &crate::ably::Realtime,
+    ) -> tokio::task::JoinHandle<()> {
+        use shared::connection::{ConnectionState, Event};
+        let metrics = std::sync::Arc::clone(self);
+        let mut events = realtime.subscribe();
+        tokio::spawn(async move {
+            let mut dropped = false;
+            while let Some(event) = events.recv().await {
+                match event {
+                    Event::StateChanged {
+                        previous, current, ..
+                    } if previous != current => match current {
+                        ConnectionState::Disconnected | ConnectionState::Suspended if !dropped => {
+                            dropped = true;
+                            metrics.ably_disconnects.fetch_add(1, Ordering::Relaxed);
+                        }
+                        ConnectionState::Connected if dropped => {
+                            dropped = false;
+                            metrics.ably_reconnects.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => {}
+                    },
+                    Event::ResumeFailed { .. } => {
+                        metrics.ably_resume_failures.fetch_add(1, Ordering::Relaxed);
+                    }
+                    _ => {}
+                }
+            }
+        })
     }
 
     /// The Prometheus text exposition of every metric.
@@ -177,6 +217,21 @@ impl Metrics {
                 "relay_requests_rejected_total",
                 "HTTP requests refused (auth, origin, rate limit, bad input).",
                 &self.requests_rejected,
+            ),
+            (
+                "relay_ably_disconnects_total",
+                "Times the Ably connection dropped.",
+                &self.ably_disconnects,
+            ),
+            (
+                "relay_ably_reconnects_total",
+                "Times the Ably connection came back after a drop.",
+                &self.ably_reconnects,
+            ),
+            (
+                "relay_ably_resume_failures_total",
+                "Reconnections where Ably refused to resume (a new connection; channels re-attached).",
+                &self.ably_resume_failures,
             ),
         ];
         for (name, help, counter) in counters {

@@ -59,6 +59,21 @@ async fn model_faults_end_answers_with_the_right_status_and_message() {
     assert_eq!(out.report.retries, 1);
     assert_eq!(out.report.text, synth(model).text());
 
+    // Two 500s in a row are retried twice (the default), then the answer completes.
+    let model = "synth:tokens=20,rate=0,fault=http500@2";
+    let out = run(&server, &replay, model, &[]).await;
+    assert_eq!(out.report.status, Status::Completed, "{out:?}");
+    assert_eq!(out.report.retries, 2);
+    // With one retry allowed, the second 500 ends the answer, saying so.
+    let model = "synth:tokens=20,rate=0,fault=http500@3";
+    let out = run(&server, &replay, model, &["--openai-max-retries", "1"]).await;
+    assert_eq!(out.report.status, Status::Failed, "{out:?}");
+    let detail = out.report.detail.clone().unwrap();
+    assert!(
+        detail.contains("500") && detail.contains("2 attempts"),
+        "{detail}"
+    );
+
     // A wrong key and an exhausted quota are not retried; subscribers read why.
     let out = run(&server, &replay, "synth:tokens=5,rate=0,fault=http401", &[]).await;
     assert_eq!(out.report.status, Status::Failed);

@@ -319,9 +319,11 @@ impl Server {
         let number = self.next_answer();
         let context = synth::Context::new(number, model, request);
         let fails = match synth.fault {
-            // Every other request fails, starting with the first: a client that retries
-            // once gets the answer.
-            Some(Fault::Http429 | Fault::Http500) => self.next_request(model).is_multiple_of(2),
+            // `n` requests fail, then one succeeds, starting with the first: a client that
+            // retries `n` times gets the answer.
+            Some(Fault::Http429(n) | Fault::Http500(n)) => {
+                (self.next_request(model) % (u64::from(n) + 1)) < u64::from(n)
+            }
             Some(Fault::Http401 | Fault::Quota) => true,
             _ => false,
         };

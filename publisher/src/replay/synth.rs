@@ -37,6 +37,7 @@ const MIN_RATE: f64 = 0.01;
 ///   - `http429`: HTTP 429 `rate_limit_exceeded` with `retry-after-ms: 10`, and `http500`:
 ///     HTTP 500 `server_error`, likewise. Both fail every other request for the same model
 ///     string, starting with the first, so a client that retries once gets the answer.
+///     `http429@N` and `http500@N` fail N requests in a row before each one that succeeds.
 ///   - `http401`: HTTP 401 `invalid_api_key`, and `quota`: HTTP 429 `insufficient_quota`,
 ///     on every request.
 ///   - `error@K`: after K deltas, a nested `error` event, then the body ends.
@@ -68,10 +69,10 @@ pub struct Synth {
 /// A fault a synthesized answer can carry.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub enum Fault {
-    /// HTTP 429 `rate_limit_exceeded` on every other request.
-    Http429,
-    /// HTTP 500 `server_error` on every other request.
-    Http500,
+    /// HTTP 429 `rate_limit_exceeded` on this many requests before each success.
+    Http429(u32),
+    /// HTTP 500 `server_error` on this many requests before each success.
+    Http500(u32),
     /// HTTP 401 `invalid_api_key` on every request.
     Http401,
     /// HTTP 429 `insufficient_quota` on every request.
@@ -287,7 +288,7 @@ impl Fault {
     /// The number of deltas sent before a stream fault; `None` for an HTTP fault.
     pub fn after(self) -> Option<u32> {
         match self {
-            Self::Http429 | Self::Http500 | Self::Http401 | Self::Quota => None,
+            Self::Http429(_) | Self::Http500(_) | Self::Http401 | Self::Quota => None,
             Self::Error(after)
             | Self::Truncate(after)
             | Self::Stall(after)
@@ -314,8 +315,10 @@ impl Fault {
             Some(_) => Err(format!("fault={kind} takes no @position")),
         };
         match kind {
-            "http429" => whole(Self::Http429),
-            "http500" => whole(Self::Http500),
+            "http429" if at.is_none() => Ok(Self::Http429(1)),
+            "http500" if at.is_none() => Ok(Self::Http500(1)),
+            "http429" => positioned(Self::Http429),
+            "http500" => positioned(Self::Http500),
             "http401" => whole(Self::Http401),
             "quota" => whole(Self::Quota),
             "error" => positioned(Self::Error),
@@ -334,8 +337,10 @@ impl Fault {
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let kind = match self {
-            Self::Http429 => "http429",
-            Self::Http500 => "http500",
+            Self::Http429(1) => return f.write_str("http429"),
+            Self::Http500(1) => return f.write_str("http500"),
+            Self::Http429(n) => return write!(f, "http429@{n}"),
+            Self::Http500(n) => return write!(f, "http500@{n}"),
             Self::Http401 => "http401",
             Self::Quota => "quota",
             Self::Error(_) => "error",
@@ -615,7 +620,7 @@ fn stream(context: &Context, deltas: &[String], fault: Option<Fault>, pause: Dur
             );
             out.event("response.failed", json!({ "response": response }));
         }
-        None | Some(Fault::Http429 | Fault::Http500 | Fault::Http401 | Fault::Quota) => {
+        None | Some(Fault::Http429(_) | Fault::Http500(_) | Fault::Http401 | Fault::Quota) => {
             let done = close_message(&mut out, "completed");
             let response = context.response(
                 "completed",
@@ -644,7 +649,7 @@ fn stream(context: &Context, deltas: &[String], fault: Option<Fault>, pause: Dur
 /// The HTTP error answer of an HTTP fault.
 fn http_error(context: &Context, fault: Fault) -> Plan {
     let (status, kind, code, message) = match fault {
-        Fault::Http500 => (
+        Fault::Http500(_) => (
             500,
             "server_error",
             "server_error",
@@ -678,7 +683,7 @@ fn http_error(context: &Context, fault: Fault) -> Plan {
         ),
     };
     let mut headers = vec![("x-request-id".to_owned(), context.request_id())];
-    if matches!(fault, Fault::Http429 | Fault::Http500) {
+    if matches!(fault, Fault::Http429(_) | Fault::Http500(_)) {
         headers.push(("retry-after-ms".into(), "10".into()));
     }
     let body = json!({

@@ -163,6 +163,7 @@ impl Server {
             })?;
         let registry = Registry::default();
         registry.listen(&parts.answers.realtime);
+        metrics.watch_connection(&parts.answers.realtime);
         let state = State {
             settings: Settings {
                 default_channel,

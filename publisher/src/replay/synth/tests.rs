@@ -58,8 +58,9 @@ fn every_key_parses_in_any_order() {
     );
     assert_eq!(parse("synth: tokens = 8 , rate=2.5").rate, 2.5);
     let faults = [
-        ("http429", Fault::Http429),
-        ("http500", Fault::Http500),
+        ("http429", Fault::Http429(1)),
+        ("http500", Fault::Http500(1)),
+        ("http500@2", Fault::Http500(2)),
         ("http401", Fault::Http401),
         ("quota", Fault::Quota),
         ("error@0", Fault::Error(0)),
@@ -114,7 +115,8 @@ fn malformed_specs_say_what_is_wrong() {
         ("synth:fault=error", "fault=error needs a position"),
         ("synth:fault=stall@", "must be a whole number"),
         ("synth:fault=truncate@x", "must be a whole number"),
-        ("synth:fault=http429@3", "fault=http429 takes no @position"),
+        ("synth:fault=http401@3", "fault=http401 takes no @position"),
+        ("synth:fault=http429@x", "must be a whole number"),
         (
             "synth:tokens=5,fault=error@6",
             "after 6 deltas but the answer has only tokens=5",
