@@ -78,12 +78,17 @@ ensure_chromium() {
 }
 
 ensure_npm_packages() {
-  # tests/browser: playwright-core (drives chromium) and binaryen@132 (wasm-opt for trunk).
-  local dir="$ROOT/tests/browser"
-  if [ ! -f "$dir/node_modules/.package-lock.json" ] \
-    || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
-    (cd "$dir" && npm ci --no-audit --no-fund)
-  fi
+  # The JS test packages, each pinned by its package-lock.json: tests/browser
+  # (playwright-core, and binaryen@132 whose wasm-opt trunk uses) and tests/interop (the
+  # official ably and openai clients).
+  local dir
+  for dir in "$ROOT/tests/browser" "$ROOT/tests/interop"; do
+    [ -f "$dir/package-lock.json" ] || continue
+    if [ ! -f "$dir/node_modules/.package-lock.json" ] \
+      || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+      (cd "$dir" && npm ci --no-audit --no-fund)
+    fi
+  done
 }
 
 build_page() {
