@@ -124,11 +124,7 @@ async fn start_builtin_replay(
 ) -> Result<(String, tokio::sync::oneshot::Sender<()>), StartError> {
     let mut config = match &openai.replay_dir {
         Some(dir) => ReplayConfig::load_dir(dir).map_err(|e| StartError::Replay(e.to_string()))?,
-        None => ReplayConfig {
-            recordings: Default::default(),
-            default: None,
-            interval: BUILTIN_REPLAY_INTERVAL,
-        },
+        None => ReplayConfig::default(),
     };
     config.interval = BUILTIN_REPLAY_INTERVAL;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -58,6 +58,55 @@ pub struct ReplayConfig {
     /// [`Duration::ZERO`] writes them as fast as possible. Synthesized answers are paced by
     /// their own `rate` instead.
     pub interval: Duration,
+    /// When set, the time each synthesized text delta is written is recorded here (for
+    /// latency benchmarks).
+    pub delta_log: Option<DeltaLog>,
+}
+
+/// When each synthesized delta left the server: shared with whoever measures latency.
+#[derive(Clone, Default)]
+pub struct DeltaLog(std::sync::Arc<Mutex<Vec<DeltaSent>>>);
+
+/// One synthesized delta, written.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeltaSent {
+    /// The answer's id (`resp_synth_<n>`, the `response-id` header of its Ably message).
+    pub response_id: String,
+    /// The delta's position in the answer, from 0.
+    pub index: u32,
+    /// When it was handed to the connection.
+    pub at: std::time::SystemTime,
+}
+
+impl DeltaLog {
+    /// Every delta recorded so far, leaving the log empty.
+    pub fn take(&self) -> Vec<DeltaSent> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub(crate) fn record(&self, response_id: &str, index: u32) {
+        let sent = DeltaSent {
+            response_id: response_id.to_owned(),
+            index,
+            at: std::time::SystemTime::now(),
+        };
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(sent);
+    }
+}
+
+impl std::fmt::Debug for DeltaLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DeltaLog")
+    }
+}
+
+impl PartialEq for DeltaLog {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 impl ReplayConfig {
@@ -97,8 +146,7 @@ impl ReplayConfig {
         }
         Ok(Self {
             recordings,
-            default: None,
-            interval: Duration::ZERO,
+            ..Self::default()
         })
     }
 
@@ -244,6 +292,7 @@ struct Server {
     /// Synthesized answers so far; numbers their ids.
     synthesized: AtomicU64,
     closing: Closing,
+    delta_log: Option<DeltaLog>,
 }
 
 impl Server {
@@ -260,6 +309,7 @@ impl Server {
             requests: Mutex::new(HashMap::new()),
             synthesized: AtomicU64::new(0),
             closing,
+            delta_log: config.delta_log,
         }
     }
 
@@ -317,7 +367,8 @@ impl Server {
     fn synthesize(&self, synth: &Synth, request: &CreateRequest) -> Plan {
         let model = request.model.as_str();
         let number = self.next_answer();
-        let context = synth::Context::new(number, model, request);
+        let mut context = synth::Context::new(number, model, request);
+        context.delta_log = self.delta_log.clone();
         let fails = match synth.fault {
             // `n` requests fail, then one succeeds, starting with the first: a client that
             // retries `n` times gets the answer.

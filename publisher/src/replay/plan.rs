@@ -38,6 +38,12 @@ pub(crate) enum Action {
     Stall,
     /// Drop the connection without ending the body.
     Drop,
+    /// Record in `log` that delta `index` of `response_id` is being written now.
+    Sent {
+        log: super::DeltaLog,
+        response_id: String,
+        index: u32,
+    },
 }
 
 impl Plan {
@@ -187,6 +193,11 @@ fn play(
                     closing.wait().await;
                     return Some((Err(cut("the server is shutting down")), None));
                 }
+                Action::Sent {
+                    log,
+                    response_id,
+                    index,
+                } => log.record(&response_id, index),
                 Action::Drop => {
                     tokio::time::sleep(FLUSH_GRACE).await;
                     debug!("dropping the connection as recorded");

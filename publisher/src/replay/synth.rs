@@ -410,6 +410,8 @@ pub(crate) struct Context {
     pub input_tokens: u64,
     /// Unix seconds.
     pub created_at: u64,
+    /// Where to record when each delta is written, if anywhere.
+    pub delta_log: Option<super::DeltaLog>,
 }
 
 impl Context {
@@ -422,6 +424,7 @@ impl Context {
             model: model.to_owned(),
             input_tokens: request.input_tokens,
             created_at,
+            delta_log: None,
         }
     }
 
@@ -550,8 +553,15 @@ fn stream(context: &Context, deltas: &[String], fault: Option<Fault>, pause: Dur
         .and_then(Fault::after)
         .map_or(deltas.len(), |after| deltas.len().min(after as usize));
     let sent_deltas = deltas.get(..sent).unwrap_or_default();
-    for delta in sent_deltas {
+    for (index, delta) in sent_deltas.iter().enumerate() {
         out.pause(pause);
+        if let Some(log) = &context.delta_log {
+            out.actions.push(Action::Sent {
+                log: log.clone(),
+                response_id: context.response_id(),
+                index: u32::try_from(index).unwrap_or(u32::MAX),
+            });
+        }
         out.event(
             "response.output_text.delta",
             with_position(json!({ "delta": delta, "logprobs": [] })),

@@ -761,3 +761,28 @@ fn scratch_dir(name: &str) -> PathBuf {
     fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+#[tokio::test]
+async fn the_delta_log_records_when_each_delta_leaves() {
+    let log = super::DeltaLog::default();
+    let config = ReplayConfig {
+        delta_log: Some(log.clone()),
+        ..ReplayConfig::default()
+    };
+    let server = TestServer::start(config).await;
+    let before = std::time::SystemTime::now();
+    let response = server.ask("synth:tokens=5,rate=100", json!("hi")).await;
+    let body = Body::read(response).await;
+    assert_eq!(deltas(&body.events()).len(), 5);
+    let sent = log.take();
+    assert_eq!(
+        sent.iter().map(|s| s.index).collect::<Vec<_>>(),
+        [0, 1, 2, 3, 4]
+    );
+    assert!(sent.iter().all(|s| s.response_id == sent[0].response_id));
+    assert!(sent[0].response_id.starts_with("resp_synth_"));
+    assert!(sent.windows(2).all(|w| w[0].at <= w[1].at));
+    assert!(sent[0].at >= before);
+    assert!(log.take().is_empty(), "take empties the log");
+    server.stop().await;
+}
