@@ -19,6 +19,8 @@ pub mod assembler;
 pub mod auth;
 pub mod codec;
 pub mod connection;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod headers;
 pub mod ids;
 pub mod openai;

@@ -433,7 +433,7 @@ impl Connection {
             Action::ERROR if frame.channel.is_some() => self.on_channel_error(frame),
             Action::ERROR => self.on_error(now, frame.error),
             Action::CLOSED => self.finish_closed(),
-            Action::ACK | Action::NACK => self.on_ack(frame),
+            Action::ACK | Action::NACK => self.on_ack(now, frame),
             Action::ATTACHED => self.on_attached(frame),
             Action::DETACHED => self.on_detached(now, frame),
             Action::MESSAGE => self.on_message(frame),
@@ -474,6 +474,10 @@ impl Connection {
                 Timer::Close => self.finish_closed(),
             }
         }
+        let grace = self.config.realtime_request_timeout;
+        for (id, outcome) in self.queue.expire_skipped(now, grace) {
+            self.emit(Event::Published { id, outcome });
+        }
         self.channel_timeouts(now);
     }
 
@@ -487,10 +491,13 @@ impl Connection {
     /// When [`Self::handle_timeout`] must be called next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let channels = self.channels.values().filter_map(|c| c.deadline).min();
-        match (self.timers.next(), channels) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let skipped = self
+            .queue
+            .skipped_deadline(self.config.realtime_request_timeout);
+        [self.timers.next(), channels, skipped]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The current connection state.
@@ -619,7 +626,7 @@ impl Connection {
         self.set_channel_state(&name, ChannelState::Failed, false, false, Some(err));
     }
 
-    fn on_ack(&mut self, frame: ProtocolMessage) {
+    fn on_ack(&mut self, now: Instant, frame: ProtocolMessage) {
         let Some(first) = frame.msg_serial else {
             return;
         };
@@ -631,9 +638,9 @@ impl Connection {
             ),
             _ => None,
         };
-        for (id, outcome) in self
-            .queue
-            .complete(first, frame.count.unwrap_or(1), frame.res, error)
+        for (id, outcome) in
+            self.queue
+                .complete(now, first, frame.count.unwrap_or(1), frame.res, error)
         {
             self.emit(Event::Published { id, outcome });
         }

@@ -1,9 +1,11 @@
 //! Outbound publishes: queued until a transport is up, in flight until ACKed or NACKed.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use crate::ids::{ChannelName, MsgSerial, Serial};
 use crate::protocol::{Action, ErrorInfo, Message, ProtocolMessage, PublishResult};
+use crate::time::Instant;
 
 /// Identifies one `publish` call until its result arrives.
 #[derive(Clone, Copy, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
@@ -18,6 +20,8 @@ struct Pending {
     channel: ChannelName,
     messages: Vec<Message>,
     msg_serial: Option<MsgSerial>,
+    /// When an ACK or NACK for a later frame arrived while this one had none.
+    skipped_since: Option<Instant>,
 }
 
 impl Pending {
@@ -49,6 +53,7 @@ impl PublishQueue {
             channel,
             messages,
             msg_serial: None,
+            skipped_since: None,
         });
     }
 
@@ -69,7 +74,8 @@ impl PublishQueue {
 
     /// The transport dropped: everything in flight goes back to the front, in order.
     pub(crate) fn requeue_in_flight(&mut self) {
-        while let Some(pending) = self.in_flight.pop_back() {
+        while let Some(mut pending) = self.in_flight.pop_back() {
+            pending.skipped_since = None;
             self.unsent.push_front(pending);
         }
     }
@@ -85,11 +91,17 @@ impl PublishQueue {
         self.next_serial = 0;
     }
 
-    /// Applies an ACK (`error == None`) or NACK for `count` frames from `first`.
-    /// In-flight frames before `first` were skipped by the server: they count as NACKed.
-    /// A repeated ACK for frames already completed finds nothing and is ignored.
+    /// Applies an ACK (`error == None`) or NACK for `count` frames from `first`, giving
+    /// `res` to the acknowledged frames in msgSerial order. A repeated ACK for frames
+    /// already completed finds nothing and is ignored.
+    ///
+    /// Frames before `first` still in flight were skipped by this ACK. The protocol counts
+    /// them as NACKed at once; some servers (Sockudo under load) acknowledge out of order,
+    /// so a skipped frame is only noted here, and NACKed by [`Self::expire_skipped`] if
+    /// its own ACK does not follow within the grace period.
     pub(crate) fn complete(
         &mut self,
+        now: Instant,
         first: MsgSerial,
         count: u32,
         res: Option<Vec<PublishResult>>,
@@ -98,30 +110,59 @@ impl PublishQueue {
         let end = first.0.saturating_add(u64::from(count.max(1)));
         let mut results = res.unwrap_or_default().into_iter();
         let mut done = Vec::new();
-        while let Some(front) = self.in_flight.front() {
-            let Some(serial) = front.msg_serial else {
-                break;
-            };
-            if serial.0 >= end {
-                break;
-            }
-            let Some(pending) = self.in_flight.pop_front() else {
-                break;
-            };
-            let outcome = if serial.0 < first.0 {
-                Err(ErrorInfo::new(
-                    50001,
-                    500,
-                    "frame skipped by the server (implicit NACK)",
-                ))
-            } else if let Some(err) = &error {
-                Err(err.clone())
+        let mut kept = VecDeque::with_capacity(self.in_flight.len());
+        while let Some(mut pending) = self.in_flight.pop_front() {
+            let serial = pending.msg_serial.map_or(u64::MAX, |s| s.0);
+            if (first.0..end).contains(&serial) {
+                let outcome = match &error {
+                    Some(err) => Err(err.clone()),
+                    None => Ok(results.next().map(|r| r.serials).unwrap_or_default()),
+                };
+                done.push((pending.id, outcome));
             } else {
-                Ok(results.next().map(|r| r.serials).unwrap_or_default())
-            };
-            done.push((pending.id, outcome));
+                if serial < first.0 && pending.skipped_since.is_none() {
+                    pending.skipped_since = Some(now);
+                }
+                kept.push_back(pending);
+            }
         }
+        self.in_flight = kept;
         done
+    }
+
+    /// NACKs the skipped frames whose own ACK has not come within `grace`.
+    pub(crate) fn expire_skipped(
+        &mut self,
+        now: Instant,
+        grace: Duration,
+    ) -> Vec<(PublishId, PublishOutcome)> {
+        let mut done = Vec::new();
+        self.in_flight.retain(|pending| {
+            let expired = pending
+                .skipped_since
+                .is_some_and(|since| since + grace <= now);
+            if expired {
+                done.push((
+                    pending.id,
+                    Err(ErrorInfo::new(
+                        50001,
+                        500,
+                        "frame skipped by the server (implicit NACK)",
+                    )),
+                ));
+            }
+            !expired
+        });
+        done
+    }
+
+    /// When the oldest skipped frame's grace period ends, if any frame is skipped.
+    pub(crate) fn skipped_deadline(&self, grace: Duration) -> Option<Instant> {
+        self.in_flight
+            .iter()
+            .filter_map(|p| p.skipped_since)
+            .min()
+            .map(|since| since + grace)
     }
 
     /// Fails every publish, sent or not (connection suspended, closed or failed).
