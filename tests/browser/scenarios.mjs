@@ -9,10 +9,24 @@
 // `util.normalise` (whitespace runs collapsed, ends trimmed), and the summary says which.
 // Texts noted while streaming must each be a prefix of the final one.
 
+import fs from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 
 import { answers, notes, pageUrl, waitAnswer, waitConnected, connectionState } from './page.mjs';
-import { DAEMON_URL, KEY_SECRET, askCompleted, history, publishedAnswer, startAsk } from './system.mjs';
+import {
+  API_KEY,
+  ARTIFACTS,
+  DAEMON_URL,
+  KEY_SECRET,
+  Proc,
+  ROOT,
+  askCompleted,
+  history,
+  onCleanup,
+  publishedAnswer,
+  startAsk,
+} from './system.mjs';
 import { Failure, check, compareTexts, isPrefix, normalise, sleep, waitFor } from './util.mjs';
 
 /** The text the XSS recording (fixtures/xss.jsonl) streams, and the payloads in it. */
@@ -529,6 +543,125 @@ async function noKeyInPage(ctx) {
   );
 }
 
+// ---------------------------------------------------------------------------------------
+// 8: the seed guide's JS publisher (official ably and openai clients) streams to the page
+
+const INTEROP = path.join(ROOT, 'tests', 'interop');
+
+/**
+ * Starts tests/interop/publisher.mjs, the guide's publisher, on `channel`. `line(event)`
+ * is the first JSON line of that event printed so far (or null); `done` resolves to
+ * { code, lines, stderr } once it exits.
+ */
+function startGuidePublisher(ctx, model, prompt) {
+  check(
+    fs.existsSync(path.join(INTEROP, 'node_modules', 'ably', 'package.json')),
+    'tests/interop/node_modules is missing: run npm ci in tests/interop (scripts/test does it)',
+  );
+  const proc = new Proc(
+    'guide-publisher',
+    process.execPath,
+    [
+      path.join(INTEROP, 'publisher.mjs'),
+      '--ably-endpoint', ctx.sys.sockudoUrl,
+      '--ably-api-key', API_KEY,
+      '--channel', ctx.channel,
+      '--openai-base-url', ctx.sys.replayUrl,
+      '--model', model,
+      '--prompt', prompt,
+    ],
+    {
+      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: process.env.HOME ?? '/' },
+      keepAll: true,
+      logFile: path.join(ARTIFACTS, '8-guide-publisher.publisher.log'),
+    },
+  );
+  onCleanup('guide-publisher', () => proc.stop(3_000));
+  const lines = () =>
+    proc.stdout
+      .split('\n')
+      .filter((l) => l.startsWith('{'))
+      .map((l) => JSON.parse(l));
+  return {
+    proc,
+    line: (event) => lines().find((l) => l.event === event) ?? null,
+    done: proc.exited.then((exit) => ({ code: exit.code, lines: lines(), stderr: proc.stderr })),
+  };
+}
+
+async function guidePublisher(ctx) {
+  const { page } = await ctx.open(pageUrl(ctx.channel));
+  await waitConnected(page);
+  await sleep(300); // let the channel attach
+  // 120 appends: more than the page's rewind=100 counts on Sockudo, which counts versions.
+  const run = startGuidePublisher(ctx, 'synth:tokens=120,rate=40', "browser test: the guide's publisher");
+  const created = await waitFor(() => run.line('created') ?? run.line('error') ?? run.proc.exit, {
+    timeout: 15_000,
+    what: "the guide's publisher to create its message",
+  });
+  check(created.event === 'created', `the guide's publisher did not create its message: ${JSON.stringify(created)}\n${run.proc.tail()}`);
+  const serial = created.serial;
+  await waitAnswer(page, serial, (a) => a.text && a.text.length > 0, { what: `answer ${serial} to show text` });
+  await ctx.shot('streaming');
+
+  const outcome = await run.done;
+  const done = outcome.lines.find((l) => l.event === 'done');
+  check(outcome.code === 0 && done, `the guide's publisher exited ${outcome.code}:\n${run.proc.tail()}`);
+  check(done.failedAppends.length === 0, `appends were refused: ${JSON.stringify(done.failedAppends)}`);
+  const text = done.text;
+  const shown = await waitFor(
+    async () => {
+      const answer = (await answers(page)).find((a) => a.serial === serial);
+      return answer && compareTexts(answer.text ?? '', text).same ? answer : null;
+    },
+    {
+      timeout: 10_000,
+      what: `the page to show the whole text of ${serial}`,
+      seen: async () => {
+        const answer = (await answers(page)).find((a) => a.serial === serial);
+        return answer ? compareTexts(answer.text ?? '', text).how : 'no such answer';
+      },
+    },
+  );
+  // The guide's answers carry no status header: the page reads them as streaming.
+  check(shown.status === 'streaming', `the guide's answer shows data-status=${shown.status}, expected streaming`);
+  check(shown.partial !== 'true', 'the answer streamed from its create says data-partial=true');
+  const how = sameText(shown.text, text);
+  const stored = (await history(ctx.sys.sockudoUrl, ctx.channel)).filter((m) => m.name === 'response');
+  check(stored.length === 1 && stored[0].serial === serial, `history holds ${stored.length} answers`);
+  check(stored[0].data === text, 'history text differs from what the guide appended');
+  check(!stored[0].extras?.headers?.status, `history gives the guide's answer a status: ${stored[0].extras?.headers?.status}`);
+  textsOnlyGrew((await notes(page)).answers[serial], text);
+
+  // A page opened afterwards gets it from rewind, whole.
+  const late = await ctx.open(pageUrl(ctx.channel));
+  const lateShown = await waitFor(
+    async () => {
+      const answer = (await answers(late.page)).find((a) => a.serial === serial);
+      return answer && compareTexts(answer.text ?? '', text).same ? answer : null;
+    },
+    {
+      timeout: 15_000,
+      what: `a page opened afterwards to show the whole text of ${serial}`,
+      seen: () => describeAnswersOf(late.page, serial, text),
+    },
+  );
+  const lateHow = sameText(lateShown.text, text);
+  return (
+    `the guide's publisher appended ${done.appends} deltas (${text.length} chars); the live page ` +
+    `showed it growing and ended with its text ${how} (data-status=${shown.status}, as the guide ` +
+    `sets no status); a page opened afterwards showed it ${lateHow} (data-status=${lateShown.status}, ` +
+    `data-partial=${lateShown.partial})`
+  );
+}
+
+async function describeAnswersOf(page, serial, text) {
+  const list = await answers(page);
+  const answer = list.find((a) => a.serial === serial);
+  if (!answer) return `${list.length} answers, none with serial ${serial}`;
+  return `status=${answer.status} partial=${answer.partial}: ${compareTexts(answer.text ?? '', text).how}`;
+}
+
 export const SCENARIOS = [
   { n: 0, name: '0-system', run: system, needsPage: false, timeout: 30_000 },
   { n: 1, name: '1-live-from-start', run: liveFromStart, timeout: 40_000 },
@@ -538,4 +671,5 @@ export const SCENARIOS = [
   { n: 5, name: '5-stop-button', run: stop, timeout: 40_000 },
   { n: 6, name: '6-reconnect-after-cut', run: reconnect, timeout: 60_000 },
   { n: 7, name: '7-no-key-in-page', run: noKeyInPage, timeout: 30_000 },
+  { n: 8, name: '8-guide-publisher', run: guidePublisher, timeout: 45_000 },
 ];

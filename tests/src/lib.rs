@@ -2,6 +2,7 @@
 //! synthetic OpenAI events.
 
 pub mod harness;
+pub mod js;
 pub mod publish;
 pub mod realtime;
 pub mod sockudo;
