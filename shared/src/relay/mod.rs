@@ -536,7 +536,17 @@ impl Relay {
         if fragment.is_empty() {
             return;
         }
-        let append = self.message(Some(MessageAction::APPEND), fragment);
+        let mut append = self.message(Some(MessageAction::APPEND), fragment);
+        if self.status.is_terminal() {
+            // The rest of the text goes out just before the final update: it says
+            // `streaming`, so that only the update, which carries the whole text, ends it.
+            let mut headers = self.headers.clone();
+            headers.insert(
+                headers::STATUS.to_owned(),
+                Status::Streaming.as_str().to_owned(),
+            );
+            append.set_headers(&headers);
+        }
         self.ops.push_back(PublishOp::Append(append));
         self.sent_len = self.text.len();
         self.appends_since_update += 1;

@@ -168,6 +168,9 @@ impl Harness {
                 PublishOp::Append(_) => {
                     assert_eq!(m.action, Some(MessageAction::APPEND));
                     assert!(!op.text().is_empty(), "an empty append");
+                    // Only the final update announces the end: a subscriber that stops at
+                    // a terminal status must not stop before the repairing full text.
+                    assert_eq!(m.header(headers::STATUS), Some("streaming"), "{op:?}");
                 }
                 PublishOp::Update(_) => assert_eq!(m.action, Some(MessageAction::UPDATE)),
             }
