@@ -18,6 +18,7 @@
 import OpenAI from 'openai';
 
 import { Ably, ablyOptions, closeRealtime, describeError, emit, fail, guard, note, options } from './common.mjs';
+import { streamGuideAnswer } from './guide.mjs';
 
 const USAGE = `usage: node publisher.mjs --ably-endpoint URL --ably-api-key KEY --channel ai:NAME
          --openai-base-url URL --model MODEL --prompt TEXT
@@ -44,57 +45,21 @@ const realtime = new Ably.Realtime(ablyOptions(opts['ably-endpoint'], opts['ably
 const channel = realtime.channels.get(opts.channel);
 const openai = new OpenAI({ apiKey: opts['openai-api-key'], baseURL: opts['openai-base-url'] });
 
-// The answer being streamed: its Ably serial and the id of the output item whose text it
-// carries.
-let serial = null;
-let textItem = null;
-// What this script adds to check the outcome: the appends in flight and the text sent.
-const appends = [];
-let sent = '';
-let responseId = null;
-let terminal = null;
-
-async function onEvent(event) {
-  switch (event.type) {
-    case 'response.created': {
-      responseId = event.response?.id ?? null;
-      const published = await channel.publish({ name: 'response', data: '' });
-      serial = published.serials[0];
-      emit('created', { serial, responseId });
-      break;
-    }
-    case 'response.output_item.added':
-      if (event.item.type === 'message') textItem = event.item.id;
-      break;
-    case 'response.output_text.delta':
-      if (event.item_id === textItem && serial) {
-        // Not awaited, as in the guide: appends pipeline on the connection.
-        appends.push(channel.appendMessage({ serial, data: event.delta }));
-        sent += event.delta;
-      }
-      break;
-    case 'response.completed':
-    case 'response.incomplete':
-    case 'response.failed':
-    case 'error':
-      terminal = event.type;
-      break;
-    default:
-      break;
-  }
-}
-
 async function main() {
-  const stream = await openai.responses.create({ model: opts.model, input: opts.prompt, stream: true });
-  for await (const event of stream) {
-    await onEvent(event);
-  }
+  const answer = await streamGuideAnswer({
+    openai,
+    channel,
+    model: opts.model,
+    prompt: opts.prompt,
+    onCreated: ({ serial, responseId }) => emit('created', { serial, responseId }),
+  });
+  const { serial, responseId, text, appends, terminal } = answer;
   if (!serial) fail(1, 'the stream never said response.created, so nothing was published');
   const results = await Promise.allSettled(appends);
   const failedAppends = results
     .map((result, index) => (result.status === 'rejected' ? { index, ...describeError(result.reason) } : null))
     .filter(Boolean);
-  emit('done', { serial, text: sent, appends: appends.length, failedAppends, terminal, responseId });
+  emit('done', { serial, text, appends: appends.length, failedAppends, terminal, responseId });
   emit('closed', { state: await closeRealtime(realtime) });
   process.exit(failedAppends.length === 0 ? 0 : 1);
 }

@@ -198,8 +198,14 @@ fn on_event(
             ..
         } if &name == channel => {
             if current == ChannelState::Attached {
+                let first_attach = attach_serial.borrow().is_none();
                 if let Some(serial) = conn.attach_serial(channel) {
                     attach_serial.replace(Some(serial.as_str().to_owned()));
+                }
+                if first_attach {
+                    // Rewind replays at most 100 messages, and some servers count every
+                    // append as one: the newest page of history fills in whole answers.
+                    spawn_local(load_earlier(page));
                 }
                 if previous == ChannelState::Attached && !resumed {
                     // Continuity was lost: catch up from history; full versions converge.
