@@ -182,10 +182,13 @@ fn free_port() -> u16 {
 /// Arrival times of text per answer: (length reached, when).
 type Arrivals = HashMap<String, Vec<(usize, SystemTime)>>;
 
+/// What a native subscriber saw, by response id: text arrivals, messages, final texts.
+type Watched = (Arrivals, HashMap<String, usize>, HashMap<String, String>);
+
 /// A native subscriber recording when each answer's text grows, keyed by response id.
 struct Watcher {
     realtime: Realtime,
-    task: tokio::task::JoinHandle<(Arrivals, HashMap<String, usize>, HashMap<String, String>)>,
+    task: tokio::task::JoinHandle<Watched>,
     stop: tokio::sync::oneshot::Sender<()>,
 }
 
