@@ -29,7 +29,14 @@ use crate::openai::{OpenAi, ResponseRequest, ResponseStream};
 const CREATE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long the last publishes' ACKs may take once the answer has ended.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(20);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(75);
+
+/// How often a full-text update refused for want of a connection is sent again, once the
+/// connection is back.
+const UPDATE_RESENDS: u32 = 3;
+
+/// How long a resend waits for the connection to come back.
+const RECONNECT_WAIT: Duration = Duration::from_secs(60);
 
 /// Why an answer is asked to stop early.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
@@ -200,6 +207,8 @@ impl Answers {
             started,
             create_sent: None,
             fatal: None,
+            last_update: None,
+            update_resends: 0,
         };
         relay.start();
         run.pump(&mut relay).await;
@@ -307,7 +316,13 @@ impl Answers {
                 report.status = Status::Failed;
             }
         }
-        self.metrics.answer_ended(report.status, report.messages);
+        // An answer whose end never reached the channel did not complete for its viewers.
+        let counted = if report.publish_error.is_some() {
+            Status::Failed
+        } else {
+            report.status
+        };
+        self.metrics.answer_ended(counted, report.messages);
         report
     }
 
@@ -353,6 +368,9 @@ struct Run<'a> {
     create_sent: Option<tokio::time::Instant>,
     /// Publishing cannot go on (appends refused for good, create never ACKed).
     fatal: Option<String>,
+    /// The latest full-text update, kept to send again if the connection drops it.
+    last_update: Option<Message>,
+    update_resends: u32,
 }
 
 impl Run<'_> {
@@ -380,7 +398,12 @@ impl Run<'_> {
             if kind == Kind::Create {
                 self.create_sent = Some(tokio::time::Instant::now());
             }
-            self.send(kind, op.into_message());
+            let message = op.into_message();
+            if kind == Kind::Update {
+                self.last_update = Some(message.clone());
+                self.update_resends = 0;
+            }
+            self.send(kind, message);
         }
     }
 
@@ -392,6 +415,26 @@ impl Run<'_> {
             let outcome = published.await;
             metrics.ack_latency_ms.observe_duration(sent.elapsed());
             (kind, outcome)
+        }));
+    }
+
+    /// Publishes `update` again once the connection is up (or fails it after a while).
+    fn resend_when_connected(&mut self, update: Message) {
+        let realtime = self.answers.realtime.clone();
+        let publish = Arc::clone(&self.answers.publish);
+        let channel = self.channel.clone();
+        self.in_flight.push(Box::pin(async move {
+            if let Err(why) = realtime.wait_connected(RECONNECT_WAIT).await {
+                return (
+                    Kind::Update,
+                    Err(ErrorInfo::new(
+                        80000,
+                        503,
+                        format!("no connection to resend on: {why}"),
+                    )),
+                );
+            }
+            (Kind::Update, publish.publish(&channel, vec![update]).await)
         }));
     }
 
@@ -437,6 +480,18 @@ impl Run<'_> {
                 self.report.repairs += 1;
                 relay.handle_append_failed(now);
             }
+            (Kind::Update, Err(err))
+                if worth_resending(&err) && self.update_resends < UPDATE_RESENDS =>
+            {
+                // The connection failed or dropped the frame, or the server refused a
+                // resent frame as a reused id: send the whole text again, with a new id,
+                // once connected, so subscribers and history still get the end.
+                if let Some(update) = self.last_update.clone() {
+                    self.update_resends += 1;
+                    tracing::warn!(channel = %self.channel, error = %err.message, "an update was lost with the connection; sending it again when connected");
+                    self.resend_when_connected(update);
+                }
+            }
             (Kind::Update, Err(err)) => {
                 let error = format!("an update was refused: {}", describe_refusal(&err));
                 tracing::error!(channel = %self.channel, %error);
@@ -466,6 +521,15 @@ impl Run<'_> {
             }
         }
     }
+}
+
+/// Whether a refused update may succeed when sent again: not when the key lacks the
+/// capability (401xx), the channel refuses appends and updates (93002) or the message is
+/// too large (40009). A connection that failed or dropped the frame (800xx, 50001), or a
+/// server that refuses a frame resent after a reconnect as a reused id (Sockudo: 40000), is
+/// worth another try with a fresh id.
+fn worth_resending(err: &ErrorInfo) -> bool {
+    !((40100..40200).contains(&err.code) || err.code == APPENDS_NOT_ENABLED || err.code == 40009)
 }
 
 /// A refusal in words, with what to do about the known ones.

@@ -72,7 +72,7 @@ pub async fn run(
     // Listen on the channel, so that a `cancel` message from anywhere stops this answer.
     let registry = Registry::default();
     let listener = registry.listen(&realtime);
-    if let Err(err) = realtime.attach(&channel, AttachOptions::default()).await {
+    if let Err(err) = realtime.attach(&channel, AttachOptions::live_only()).await {
         tracing::warn!(error = %err.message, "cannot listen for cancel messages on the channel");
     }
 

@@ -13,19 +13,18 @@
 //! lands inside multi-word appends, while Sockudo and the viewers stay well within what two
 //! cores can carry next to the test.
 //!
-//! Both tests are ignored for now because they fail on a real bug (so `cargo test` stays
-//! green for everyone until it is fixed; `scripts/chaos` and `--include-ignored` run them):
-//! when a connection resumes after missing more than about 1,000 messages, Sockudo's
-//! per-connection outbound queue (1,000 frames by default) overflows while it replays the
-//! gap, and it sends a connection-level ERROR 90003 ("outbound queue overflow; recover the
-//! channel from canonical history"). The shared `Connection` takes any channel-less ERROR
-//! as fatal, so the connection goes `failed` and never comes back. The daemon's connection
-//! hits this on its first resume once its channels are busy, because it publishes with
-//! `echo=false`, never receives a message, so re-attaches from its attach serial, and
-//! Sockudo replays its own messages anyway; from then on no append or final update gets
-//! out, answers stay `streaming` in history, `/healthz` says 503, and `/metrics` still
-//! counts them completed. `one_cut_after_a_busy_stretch_leaves_no_answer_behind`
-//! reproduces it with one cut.
+//! The bug these tests found, kept as their reason to exist: when a connection resumed
+//! after missing more than about 1,000 messages, Sockudo's per-connection outbound queue
+//! (1,000 frames by default) overflowed while it replayed the gap, and it sent a
+//! connection-level ERROR 90003 ("outbound queue overflow; recover the channel from
+//! canonical history"), which the shared `Connection` took as fatal. The daemon hit it on
+//! its first resume once its channels were busy: it publishes with `echo=false`, so it
+//! re-attached from its attach serial and Sockudo replayed its own messages anyway. Now
+//! the daemon attaches its channels live-only (no backlog on re-attach), a channel-class
+//! connection error starts a fresh connection instead of failing, a failed connection is
+//! replaced, and a final update lost with the connection is sent again.
+//! `one_cut_after_a_busy_stretch_leaves_no_answer_behind` reproduces the original sequence
+//! with one cut.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failure report.
 
@@ -98,7 +97,7 @@ impl Settings {
     fn rerun(&self) -> String {
         format!(
             "CHAOS_SEED={:#x} CHAOS_SECONDS={} CHAOS_ANSWERS={} cargo test -p tests \
-             --test chaos -- --include-ignored --exact \
+             --test chaos -- --exact \
              every_answer_survives_a_network_that_keeps_breaking --nocapture",
             self.seed, self.seconds, self.answers
         )
@@ -577,7 +576,6 @@ impl Record {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until a connection survives Sockudo's ERROR 90003 on resume (see the module doc); scripts/chaos runs it"]
 async fn every_answer_survives_a_network_that_keeps_breaking() {
     let settings = Settings::from_env();
     let seed = settings.seed;
@@ -983,7 +981,6 @@ async fn every_answer_survives_a_network_that_keeps_breaking() {
 /// cut once while an answer streams. The daemon must come back, finish that answer and
 /// answer the next prompt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "fails until a connection survives Sockudo's ERROR 90003 on resume (see the module doc)"]
 async fn one_cut_after_a_busy_stretch_leaves_no_answer_behind() {
     // One append per word, unpaced: 15 answers of 100 words make ~1,500 messages quickly.
     const QUICK: &str = "synth:tokens=100,rate=50";

@@ -191,7 +191,6 @@ fn on_event(
         } => page.connection.set((current, reason.map(|r| r.message))),
         Event::ChannelStateChanged {
             channel: name,
-            previous,
             current,
             resumed,
             reason,
@@ -206,9 +205,9 @@ fn on_event(
                     // Rewind replays at most 100 messages, and some servers count every
                     // append as one: the newest page of history fills in whole answers.
                     spawn_local(load_earlier(page));
-                }
-                if previous == ChannelState::Attached && !resumed {
-                    // Continuity was lost: catch up from history; full versions converge.
+                } else if !resumed {
+                    // Continuity was lost (a new connection, or a re-attach that could not
+                    // continue): catch up from history; full versions converge.
                     spawn_local(catch_up(page));
                 }
             } else if current == ChannelState::Failed {

@@ -33,6 +33,11 @@ pub trait TokenSource: Send + Sync + 'static {
     fn token(&self) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
 }
 
+/// How long a `failed` connection waits before the driver starts a new one. A daemon runs
+/// for months: whatever failed it (a server error, a revoked key being restored), it keeps
+/// trying, slowly.
+const REVIVE_AFTER: Duration = Duration::from_secs(15);
+
 /// The connection as last seen by the driver.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Snapshot {
@@ -130,6 +135,8 @@ impl Realtime {
             tokens,
             epoch: tokio::time::Instant::now(),
             closing: false,
+            wanted: HashMap::new(),
+            revive_at: None,
         };
         let task = tokio::spawn(driver.run());
         (Self { commands, snapshot }, task)
@@ -233,6 +240,11 @@ struct Driver {
     tokens: Option<Arc<dyn TokenSource>>,
     epoch: tokio::time::Instant,
     closing: bool,
+    /// The channels the application attached, re-attached when a failed connection is
+    /// replaced.
+    wanted: HashMap<ChannelName, AttachOptions>,
+    /// When to replace a failed connection.
+    revive_at: Option<tokio::time::Instant>,
 }
 
 impl Driver {
@@ -259,7 +271,26 @@ impl Driver {
                 continue;
             }
             let sleep_until = deadline.map(|at| self.epoch + Duration::from_millis(at.as_millis()));
+            if self.conn.state() == ConnectionState::Failed
+                && !self.closing
+                && self.revive_at.is_none()
+            {
+                tracing::warn!(
+                    "the Ably connection failed; starting a new one in {REVIVE_AFTER:?}"
+                );
+                self.revive_at = Some(tokio::time::Instant::now() + REVIVE_AFTER);
+            }
             tokio::select! {
+                () = crate::wait::sleep_until(self.revive_at), if self.revive_at.is_some() => {
+                    self.revive_at = None;
+                    if !self.closing && self.conn.state() == ConnectionState::Failed {
+                        let now = self.now();
+                        self.conn.connect(now);
+                        for (channel, options) in self.wanted.clone() {
+                            let _ = self.conn.attach(now, channel, options);
+                        }
+                    }
+                }
                 command = self.commands.recv() => match command {
                     Some(command) => self.command(command),
                     None => {
@@ -292,6 +323,7 @@ impl Driver {
                     let _ = done.send(Ok(()));
                     return;
                 }
+                self.wanted.insert(channel.clone(), options.clone());
                 match self.conn.attach(now, channel.clone(), options) {
                     Ok(()) => self.attaches.entry(channel).or_default().push(done),
                     Err(err) => {
@@ -299,7 +331,10 @@ impl Driver {
                     }
                 }
             }
-            Command::Detach(channel) => self.conn.detach(now, &channel),
+            Command::Detach(channel) => {
+                self.wanted.remove(&channel);
+                self.conn.detach(now, &channel);
+            }
             Command::Publish(channel, messages, done) => {
                 match self.conn.publish(now, &channel, messages) {
                     Ok(id) => {

@@ -299,11 +299,11 @@ async fn listen(state: &State, channel: &ChannelName) -> Result<(), ApiError> {
         return Ok(());
     }
     let realtime = &state.answers.realtime;
-    let mut attached = realtime.attach(channel, AttachOptions::default()).await;
+    let mut attached = realtime.attach(channel, AttachOptions::live_only()).await;
     if attached.is_err() {
         // The channel may have been detaching as idle just now: try once more.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        attached = realtime.attach(channel, AttachOptions::default()).await;
+        attached = realtime.attach(channel, AttachOptions::live_only()).await;
     }
     attached.map_err(|err| {
         ApiError::upstream(format!(

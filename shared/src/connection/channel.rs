@@ -47,6 +47,10 @@ pub struct AttachOptions {
     pub rewind: Option<String>,
     /// Other channel params, sent as they are.
     pub params: BTreeMap<String, String>,
+    /// Re-attach without the channel position, so nothing missed is replayed: for clients
+    /// that only listen for requests (the publisher listening for `cancel`), for which a
+    /// replay of the whole channel would be all cost.
+    pub skip_backlog: bool,
 }
 
 impl AttachOptions {
@@ -54,7 +58,15 @@ impl AttachOptions {
     pub fn rewind(n: u32) -> Self {
         Self {
             rewind: Some(n.to_string()),
-            params: BTreeMap::new(),
+            ..Self::default()
+        }
+    }
+
+    /// Attach from now on, and re-attach from now on after any gap (see `skip_backlog`).
+    pub fn live_only() -> Self {
+        Self {
+            skip_backlog: true,
+            ..Self::default()
         }
     }
 }
@@ -94,15 +106,18 @@ impl Channel {
             channel: Some(self.name.clone()),
             ..ProtocolMessage::new(Action::ATTACH)
         };
-        if let Some(serial) = &self.channel_serial {
-            frame.channel_serial = Some(serial.clone());
-        } else {
-            let mut params = self.options.params.clone();
-            if let Some(rewind) = &self.options.rewind {
-                params.insert("rewind".to_owned(), rewind.clone());
+        match &self.channel_serial {
+            Some(serial) if !self.options.skip_backlog => {
+                frame.channel_serial = Some(serial.clone());
             }
-            if !params.is_empty() {
-                frame.params = Some(params);
+            _ => {
+                let mut params = self.options.params.clone();
+                if let Some(rewind) = &self.options.rewind {
+                    params.insert("rewind".to_owned(), rewind.clone());
+                }
+                if !params.is_empty() {
+                    frame.params = Some(params);
+                }
             }
         }
         frame

@@ -606,9 +606,25 @@ impl Connection {
         let err = error.unwrap_or_else(|| ErrorInfo::new(50000, 500, "server error"));
         if err.is_token_error() {
             self.token_rejected(now, err);
+        } else if (90000..91000).contains(&err.code) {
+            self.restart_fresh(now, err);
         } else {
             self.fail(err);
         }
+    }
+
+    /// A channel-class error sent for the whole connection (Sockudo's 90003, "outbound
+    /// queue overflow", after replaying a long backlog on re-attach) is not about
+    /// credentials and need not end the connection. Start a new one instead: no resume,
+    /// and channels re-attach without their position, so the backlog is not replayed
+    /// again; they report `resumed == false`, telling the application that continuity was
+    /// lost. Pending publishes are resent with new msgSerials and the same ids.
+    fn restart_fresh(&mut self, now: Instant, err: ErrorInfo) {
+        self.connection_key = None;
+        for ch in self.channels.values_mut() {
+            ch.channel_serial = None;
+        }
+        self.lose_transport(now, err, true);
     }
 
     fn on_channel_error(&mut self, frame: ProtocolMessage) {

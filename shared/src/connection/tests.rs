@@ -1,7 +1,7 @@
 //! Deterministic transcripts of the connection state machine with fake time.
 
 use super::*;
-use crate::ids::Serial;
+use crate::ids::{MsgSerial, Serial};
 use crate::protocol::PublishResult;
 
 const T0: Instant = Instant::from_millis(1_000);
@@ -838,4 +838,95 @@ fn appends_updates_and_deletes_target_a_serial_and_get_their_version_serial() {
             })]
         );
     }
+}
+
+#[test]
+fn a_channel_class_error_for_the_whole_connection_starts_a_fresh_one() {
+    let mut conn = attached();
+    text(
+        &mut conn,
+        at(8),
+        r#"{"action":15,"channel":"ai:test","channelSerial":"chs5","messages":[{"data":"a","serial":"S0"}]}"#,
+    );
+    let id = publish_text(&mut conn, at(9), "pending");
+    let first = frames(&drain(&mut conn));
+    // Sockudo: the send queue overflowed while replaying a backlog.
+    let out = text(
+        &mut conn,
+        at(10),
+        r#"{"action":9,"error":{"code":90003,"statusCode":500,"message":"outbound queue overflow; recover the channel from canonical history"}}"#,
+    );
+    assert_eq!(
+        names(&out),
+        ["Close", "State(disconnected)", "State(connecting)", "Open"],
+        "not failed, and no resume"
+    );
+    assert_ne!(conn.state(), ConnectionState::Failed);
+    let out = text(&mut conn, at(20), CONNECTED_3_FAILED_RESUME.replace(",\"error\":{\"code\":80008,\"statusCode\":400,\"message\":\"Unable to recover connection (connection expired)\"}", "").as_str());
+    let sent = frames(&out);
+    assert_eq!(
+        sent[0].msg_serial,
+        Some(MsgSerial(0)),
+        "renumbered on the new connection"
+    );
+    assert_eq!(sent[0].messages, first[0].messages, "same message, same id");
+    let attach = &sent[1];
+    assert_eq!(attach.action, Action::ATTACH);
+    assert_eq!(
+        attach.channel_serial, None,
+        "no position: the backlog is not replayed"
+    );
+    let out = text(
+        &mut conn,
+        at(21),
+        r#"{"action":11,"channel":"ai:test","channelSerial":"chs9","flags":983040}"#,
+    );
+    assert_eq!(
+        names(&out),
+        ["Channel(attached)"],
+        "continuity lost, and said so"
+    );
+    let out = text(
+        &mut conn,
+        at(22),
+        r#"{"action":1,"msgSerial":0,"count":1,"res":[{"serials":["S9"]}]}"#,
+    );
+    assert!(
+        matches!(&out[0], Output::Event(Event::Published { id: got, outcome: Ok(_) }) if *got == id)
+    );
+    // Other connection-level errors still end the connection.
+    let out = text(
+        &mut conn,
+        at(23),
+        r#"{"action":9,"error":{"code":50000,"statusCode":500,"message":"internal"}}"#,
+    );
+    assert!(names(&out).contains(&"State(failed)".to_owned()));
+}
+
+#[test]
+fn a_live_only_channel_re_attaches_without_its_position() {
+    let mut conn = Connection::new(config());
+    conn.connect(T0);
+    text(&mut conn, at(5), CONNECTED_1);
+    conn.attach(at(6), channel(), AttachOptions::live_only())
+        .unwrap();
+    drain(&mut conn);
+    text(
+        &mut conn,
+        at(7),
+        r#"{"action":11,"channel":"ai:test","channelSerial":"chs0","flags":983040}"#,
+    );
+    text(
+        &mut conn,
+        at(8),
+        r#"{"action":15,"channel":"ai:test","channelSerial":"chs7","messages":[{"name":"cancel","data":"x","serial":"S0"}]}"#,
+    );
+    conn.handle_transport_closed(at(9), None);
+    drain(&mut conn);
+    let out = text(&mut conn, at(20), CONNECTED_1_AGAIN);
+    let attach = frames(&out)
+        .into_iter()
+        .find(|f| f.action == Action::ATTACH)
+        .unwrap();
+    assert_eq!(attach.channel_serial, None);
 }
