@@ -7,6 +7,8 @@ pub mod ask;
 pub mod cancel;
 pub mod channel;
 pub mod cli;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod openai;
 pub mod replay;

@@ -37,9 +37,11 @@ pub fn check_codec(input: &[u8]) {
 
 /// Applies the messages of [`AssemblerInput::decode`] and checks, panicking otherwise:
 ///
-/// 1. No panic, and a message that fails leaves the assembler as it was.
-/// 2. After every message, the changes returned so far, applied to an empty view, give the
-///    text, status and deleted flag of every entry (and whether an answer is partial).
+/// 1. No panic, and a message that fails leaves the assembler as it was (its entry and the
+///    numbers of answers and prompts; an eviction would show in the entry of a new serial).
+/// 2. The changes, applied to an empty view, give the text, status and deleted flag of every
+///    entry (and whether an answer is partial): after each message for the entries it touched,
+///    and at the end for all.
 /// 3. The same messages, applied with `apply_all` to a fresh assembler, give the same changes,
 ///    the same errors and the same answers and prompts.
 /// 4. When the last message for a serial is an update whose version is newer than every
@@ -54,27 +56,44 @@ pub fn check_assembler(input: &[u8]) {
     let mut changes = Vec::new();
     let mut errors = Vec::new();
     for (index, msg) in messages.iter().enumerate() {
-        let before = Snapshot::of(&asm);
+        let serial = msg.serial.clone().unwrap_or_default();
+        let before = (
+            View::entry_of(&asm, &serial),
+            asm.answer_count(),
+            asm.prompt_count(),
+        );
         match asm.apply(msg) {
             Ok(new) => {
                 new.iter().for_each(|change| view.apply(change));
+                let touched = new.iter().map(Change::serial).chain([&serial]);
+                for serial in touched {
+                    assert_eq!(
+                        view.0.get(serial),
+                        View::entry_of(&asm, serial).as_ref(),
+                        "after message {index} ({msg:?}) the changes do not rebuild {serial}"
+                    );
+                }
                 changes.extend(new);
             }
             Err(error) => {
+                let after = (
+                    View::entry_of(&asm, &serial),
+                    asm.answer_count(),
+                    asm.prompt_count(),
+                );
                 assert_eq!(
-                    Snapshot::of(&asm),
-                    before,
-                    "message {index} failed ({error}) yet changed the assembler"
+                    after, before,
+                    "message {index} failed ({error}) yet changed things"
                 );
                 errors.push((index, error));
             }
         }
-        assert_eq!(
-            view,
-            View::of(&asm),
-            "after message {index} ({msg:?}) the changes do not rebuild the assembler"
-        );
     }
+    assert_eq!(
+        view,
+        View::of(&asm),
+        "the changes do not rebuild the assembler"
+    );
 
     let mut again = Assembler::with_config(config);
     let outcome = again.apply_all(&messages);
@@ -91,13 +110,16 @@ pub fn check_assembler(input: &[u8]) {
 
 /// Property 4 of [`check_assembler`].
 fn check_final_updates(messages: &[Message], asm: &Assembler) {
-    let mut last: BTreeMap<&Serial, usize> = BTreeMap::new();
+    // For each serial: its last message, and the newest version seen before that one.
+    let mut last: BTreeMap<&Serial, (usize, Option<&Serial>)> = BTreeMap::new();
     for (index, msg) in messages.iter().enumerate() {
-        if let Some(serial) = &msg.serial {
-            last.insert(serial, index);
-        }
+        let Some(serial) = &msg.serial else { continue };
+        let newest = last
+            .get(serial)
+            .and_then(|&(previous, newest)| newest.max(implied_version(&messages[previous])));
+        last.insert(serial, (index, newest));
     }
-    for (serial, index) in last {
+    for (serial, (index, newest_before)) in last {
         let msg = &messages[index];
         if msg.action() != MessageAction::UPDATE
             || msg.name.as_deref() == Some(headers::CANCEL_NAME)
@@ -107,11 +129,7 @@ fn check_final_updates(messages: &[Message], asm: &Assembler) {
         let (Some(version), Ok(text)) = (msg.version_serial(), msg.text()) else {
             continue;
         };
-        let newest = messages[..index]
-            .iter()
-            .filter(|earlier| earlier.serial.as_ref() == Some(serial))
-            .all(|earlier| implied_version(earlier).is_none_or(|v| v < version));
-        if !newest {
+        if newest_before.is_some_and(|newest| newest >= version) {
             continue;
         }
         let kept = fit(&text, asm.config().max_text_bytes);
@@ -243,27 +261,36 @@ impl View {
     }
 
     fn of(asm: &Assembler) -> Self {
-        let answers = asm.answers().map(|a| {
-            let entry = ViewEntry {
-                prompt: false,
-                text: a.text().to_owned(),
-                status: a.status(),
-                deleted: a.is_deleted(),
-                partial: a.is_partial(),
-            };
-            (a.serial().clone(), entry)
-        });
-        let prompts = asm.prompts().map(|p| {
-            let entry = ViewEntry {
-                prompt: true,
-                text: p.text().to_owned(),
-                status: Status::Streaming,
-                deleted: p.is_deleted(),
-                partial: false,
-            };
-            (p.serial().clone(), entry)
-        });
+        let answers = asm.answers().map(|a| (a.serial().clone(), Self::answer(a)));
+        let prompts = asm.prompts().map(|p| (p.serial().clone(), Self::prompt(p)));
         Self(answers.chain(prompts).collect())
+    }
+
+    /// What the view should hold for one serial.
+    fn entry_of(asm: &Assembler, serial: &Serial) -> Option<ViewEntry> {
+        asm.answer(serial)
+            .map(Self::answer)
+            .or_else(|| asm.prompt(serial).map(Self::prompt))
+    }
+
+    fn answer(answer: &Answer) -> ViewEntry {
+        ViewEntry {
+            prompt: false,
+            text: answer.text().to_owned(),
+            status: answer.status(),
+            deleted: answer.is_deleted(),
+            partial: answer.is_partial(),
+        }
+    }
+
+    fn prompt(prompt: &Prompt) -> ViewEntry {
+        ViewEntry {
+            prompt: true,
+            text: prompt.text().to_owned(),
+            status: Status::Streaming,
+            deleted: prompt.is_deleted(),
+            partial: false,
+        }
     }
 }
 
@@ -336,7 +363,8 @@ const LITERAL: u8 = 0xff;
 /// data    = kind [str (TEXTS)]      kind bits 0-1 [string, {"text": str}, 7, null] (str only
 ///                                   for the first two), bits 2-4 the ENCODINGS entry
 /// status  = str (STATUSES)          absent: `extras.headers` without any header
-/// str     = byte: 0xff, a length byte, then that many bytes (lossy UTF-8): a literal
+/// str     = byte: 0xff, a length byte, then that many bytes (lossy UTF-8, at most 255 bytes
+///                 of text): a literal
 ///                 0xfe: absent; anything else: pool[byte % pool length]
 /// ```
 #[derive(Clone, Debug, PartialEq)]
@@ -455,7 +483,9 @@ impl Reader<'_> {
                 let len = usize::from(self.byte()?).min(self.0.len());
                 let (bytes, rest) = self.0.split_at(len);
                 self.0 = rest;
-                Some(Some(String::from_utf8_lossy(bytes).into_owned()))
+                // Replacement characters can make the text longer than its bytes; a literal
+                // stays within what `encode` can write.
+                Some(Some(fit(&String::from_utf8_lossy(bytes), 255).to_owned()))
             }
             pick => Some(Some(pool[usize::from(pick) % pool.len()].to_owned())),
         }
