@@ -49,6 +49,9 @@ function onMessage(message) {
 guard(Number(opts['timeout-ms']), async () => {
   for (const [serial, answer] of answers) emit('answer', { serial, ...answer });
   await closeRealtime(realtime);
+  // Lines can be long (every arrival of a 10,000-token answer): let stdout drain before
+  // exiting, or the pipe gets a truncated line.
+  await new Promise((resolve) => process.stdout.write('', resolve));
   process.exit(0);
 });
 

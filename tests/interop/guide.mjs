@@ -31,8 +31,12 @@ export async function streamGuideAnswer({ openai, channel, model, prompt, onCrea
         break;
       case 'response.output_text.delta':
         if (event.item_id === textItem && serial) {
-          // Not awaited, as in the guide: appends pipeline on the connection.
-          appends.push(channel.appendMessage({ serial, data: event.delta }));
+          // Not awaited, as in the guide: appends pipeline on the connection. A handler is
+          // attached at once so that a refusal before the caller looks at the appends is
+          // counted rather than crashing the process as an unhandled rejection.
+          const append = channel.appendMessage({ serial, data: event.delta });
+          append.catch(() => {});
+          appends.push(append);
           text += event.delta;
         }
         break;

@@ -393,12 +393,18 @@ impl Driver {
 
     /// Carries out everything the connection asked for.
     async fn drain(&mut self) {
+        let mut unflushed = false;
         while let Some(output) = self.conn.poll_output() {
             match output {
                 Output::Transmit(Transmit::Open { url }) => self.open(&url).await,
                 Output::Transmit(Transmit::Frame(frame)) => {
+                    // Queued, not flushed: one flush after the batch below, so a burst of
+                    // appends costs one write rather than one per frame.
                     let sent = match (&mut self.socket, codec::encode(&frame)) {
-                        (Some(ws), Ok(text)) => ws.send(WsMessage::text(text)).await.is_ok(),
+                        (Some(ws), Ok(text)) => {
+                            unflushed = true;
+                            ws.feed(WsMessage::text(text)).await.is_ok()
+                        }
                         _ => false,
                     };
                     if !sent && self.socket.take().is_some() {
@@ -413,6 +419,19 @@ impl Driver {
                     }
                 }
                 Output::Event(event) => self.event(event),
+            }
+        }
+        if unflushed {
+            if let Some(ws) = &mut self.socket {
+                if ws.flush().await.is_err() {
+                    self.socket = None;
+                    let now = self.now();
+                    self.conn
+                        .handle_transport_closed(now, Some("send failed".to_owned()));
+                    // The connection reacts to the loss (reconnect, requeue): carry that out.
+                    Box::pin(self.drain()).await;
+                    return;
+                }
             }
         }
         let snapshot = Snapshot {
