@@ -383,15 +383,7 @@ async fn finish(
             None => wrong += 1,
         }
     }
-    let first = sent.iter().map(|s| s.at).min();
-    let last = arrivals
-        .values()
-        .flat_map(|v| v.iter().map(|(_, at)| *at))
-        .max();
-    let wall = match (first, last) {
-        (Some(first), Some(last)) => last.duration_since(first).unwrap_or_default().as_secs_f64(),
-        _ => f64::NAN,
-    };
+    let wall = wall_seconds(&sent, &arrivals);
     Run {
         latencies: latencies(&sent, &arrivals, &ends),
         messages_per_answer: counts.values().copied().collect(),
@@ -488,15 +480,7 @@ async fn guide(ably: &str, replay: &ReplayServer, answers: usize, tokens: u32, r
         );
     }
     let sent = replay.log.take();
-    let first = sent.iter().map(|s| s.at).min();
-    let last = arrivals
-        .values()
-        .flat_map(|v| v.iter().map(|(_, at)| *at))
-        .max();
-    let wall = match (first, last) {
-        (Some(first), Some(last)) => last.duration_since(first).unwrap_or_default().as_secs_f64(),
-        _ => f64::NAN,
-    };
+    let wall = wall_seconds(&sent, &arrivals);
     Run {
         latencies: latencies(&sent, &arrivals, &ends),
         wrong: wrong + answers.saturating_sub(counts.len()),
@@ -504,6 +488,19 @@ async fn guide(ably: &str, replay: &ReplayServer, answers: usize, tokens: u32, r
         cpu_seconds: cpu,
         wall_seconds: wall,
         tokens: sent.len(),
+    }
+}
+
+/// Seconds from the first delta leaving the replay server to the last text arriving.
+fn wall_seconds(sent: &[DeltaSent], arrivals: &Arrivals) -> f64 {
+    let first = sent.iter().map(|s| s.at).min();
+    let last = arrivals
+        .values()
+        .flat_map(|v| v.iter().map(|(_, at)| *at))
+        .max();
+    match (first, last) {
+        (Some(first), Some(last)) => last.duration_since(first).unwrap_or_default().as_secs_f64(),
+        _ => f64::NAN,
     }
 }
 
