@@ -10,7 +10,7 @@ use shared::connection::AttachOptions;
 use shared::Serial;
 
 use crate::answer::{Job, Observer, Report, Stop};
-use crate::cancel::Registry;
+use crate::cancel::{Registering, Registry};
 use crate::channel;
 use crate::cli::AskArgs;
 use crate::metrics::Metrics;
@@ -117,23 +117,4 @@ pub async fn run(
         let _ = writeln!(stderr, "publish error: {error}");
     }
     Ok(report)
-}
-
-/// Records the serial in the cancel registry, then passes events on.
-pub struct Registering<'a> {
-    pub registration: &'a crate::cancel::Registration,
-    pub inner: &'a mut (dyn Observer + 'a),
-}
-
-impl Observer for Registering<'_> {
-    fn created(&mut self, result: Result<&Serial, &str>) {
-        if let Ok(serial) = result {
-            self.registration.set_serial(serial);
-        }
-        self.inner.created(result);
-    }
-
-    fn text(&mut self, text: &str) {
-        self.inner.text(text);
-    }
 }

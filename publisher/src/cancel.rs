@@ -12,7 +12,7 @@ use shared::Serial;
 use tokio::sync::watch;
 
 use crate::ably::Realtime;
-use crate::answer::Stop;
+use crate::answer::{Observer, Stop};
 
 /// This process's running answers.
 #[derive(Clone, Default)]
@@ -132,6 +132,25 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.registry.with(|inner| inner.answers.remove(&self.id));
+    }
+}
+
+/// Records the serial in the cancel registry, then passes events on.
+pub struct Registering<'a> {
+    pub registration: &'a Registration,
+    pub inner: &'a mut (dyn Observer + 'a),
+}
+
+impl Observer for Registering<'_> {
+    fn created(&mut self, result: Result<&Serial, &str>) {
+        if let Ok(serial) = result {
+            self.registration.set_serial(serial);
+        }
+        self.inner.created(result);
+    }
+
+    fn text(&mut self, text: &str) {
+        self.inner.text(text);
     }
 }
 

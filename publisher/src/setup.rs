@@ -45,7 +45,9 @@ pub struct Parts {
 }
 
 /// Keeps the built-in replay server running; dropping it stops the server.
-pub struct ReplayGuard(#[allow(dead_code)] tokio::sync::oneshot::Sender<()>);
+pub struct ReplayGuard {
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
 
 /// Connects to Ably, prepares the model client and waits until the connection is up.
 pub async fn start(
@@ -115,7 +117,7 @@ pub async fn start(
         answers,
         rest,
         endpoint,
-        replay: replay.map(ReplayGuard),
+        replay: replay.map(|stop| ReplayGuard { _stop: stop }),
     })
 }
 

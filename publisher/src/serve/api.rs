@@ -23,7 +23,7 @@ use super::error::ApiError;
 use super::guard::client_address;
 use super::{context, State};
 use crate::answer::{Job, Observer, Stop};
-use crate::ask::Registering;
+use crate::cancel::Registering;
 use crate::channel;
 use crate::openai::ResponseRequest;
 
@@ -41,21 +41,14 @@ const HISTORY_LIMIT: u32 = 100;
 
 /// Runs the checks of a guarded endpoint; returns the CORS origin to echo, if any.
 fn admit(state: &State, headers: &HeaderMap, peer: SocketAddr) -> Result<Option<String>, ApiError> {
-    let reject = |e: ApiError| {
-        state
-            .metrics
-            .requests_rejected
-            .fetch_add(1, Ordering::Relaxed);
-        e
-    };
-    let origin = state.origins.check(headers).map_err(reject)?;
-    state.gate.check(headers).map_err(reject)?;
+    let origin = state.origins.check(headers).map_err(|e| reject(state, e))?;
+    state.gate.check(headers).map_err(|e| reject(state, e))?;
     let client = client_address(headers, peer.ip(), state.settings.trust_forwarded_for);
     let now_ms = u64::try_from(state.started.elapsed().as_millis()).unwrap_or(u64::MAX);
     state
         .limiter
         .check(client, now_ms)
-        .map_err(|wait| reject(ApiError::rate_limited(wait)))?;
+        .map_err(|wait| reject(state, ApiError::rate_limited(wait)))?;
     Ok(origin)
 }
 
