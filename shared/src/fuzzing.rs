@@ -256,7 +256,7 @@ impl View {
                     e.deleted = true;
                 }
             }
-            Change::Truncated { .. } => {}
+            Change::Truncated { .. } | Change::Gap { .. } => {}
         }
     }
 

@@ -27,6 +27,21 @@ pub const REFUSAL: &str = "refusal";
 pub const SOURCE: &str = "source";
 /// Serial of the prompt message the answer responds to.
 pub const PROMPT: &str = "prompt";
+/// The UTF-8 byte length of the answer's whole text once this message is applied: `0` on
+/// the create, the new total on each append, the full length on an update. A subscriber
+/// finds where an append's fragment starts (`length` − fragment bytes), so a reordered,
+/// repeated or missing append is seen as such and never becomes a hole in the text. A
+/// server that rolls several appends into one keeps the latest one's headers, and the
+/// rule still holds for the concatenated fragment.
+pub const LENGTH: &str = "length";
+
+/// Reads a [`LENGTH`] header value: a decimal byte count.
+pub fn parse_length(value: &str) -> Option<usize> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    value.parse().ok()
+}
 
 /// Where an answer stands.
 #[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
@@ -92,5 +107,22 @@ mod tests {
         assert_eq!(Status::parse("weird"), None);
         assert!(!Status::Streaming.is_terminal());
         assert!(Status::Cancelled.is_terminal());
+    }
+
+    #[test]
+    fn length_values_are_plain_decimal_byte_counts() {
+        assert_eq!(parse_length("0"), Some(0));
+        assert_eq!(parse_length("1636"), Some(1636));
+        for bad in [
+            "",
+            "-1",
+            "+3",
+            " 3",
+            "3.0",
+            "0x10",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(parse_length(bad), None, "{bad:?}");
+        }
     }
 }

@@ -96,7 +96,7 @@ impl Rows {
                 Change::Evicted { serial } => self
                     .list
                     .update(|rows| rows.retain(|row| &row.serial != serial)),
-                Change::Truncated { .. } => {}
+                Change::Truncated { .. } | Change::Gap { .. } => {}
             }
         }
     }

@@ -34,10 +34,24 @@ pub(super) struct Incoming<'m> {
     pub(super) text: Option<String>,
     /// `extras.headers`, when the message carries them.
     pub(super) headers: Option<BTreeMap<String, String>>,
+    /// The [`headers::LENGTH`] header: the text's byte length once this message is applied.
+    pub(super) length: Option<usize>,
     pub(super) name: Option<&'m str>,
     pub(super) client_id: Option<&'m str>,
     pub(super) timestamp: Option<i64>,
 }
+
+/// An append held back because it starts past the end of the text.
+#[derive(Clone, Debug, Eq, PartialEq)]
+struct Held {
+    version: Option<Serial>,
+    text: String,
+    headers: Option<BTreeMap<String, String>>,
+}
+
+/// Most appends held per entry while waiting for a gap to fill; beyond that, later ones are
+/// dropped (the text stays a correct prefix; the final full version repairs it).
+const MAX_HELD: usize = 256;
 
 /// The state kept per serial, shared by answers and prompts.
 #[derive(Clone, Debug, Eq, PartialEq)]
@@ -52,6 +66,18 @@ pub(super) struct Entry {
     version: Option<Serial>,
     /// The text lacks its beginning: the first delivery seen was an append.
     partial: bool,
+    /// Where `text` starts in the whole answer, in bytes: 0 once a full version was applied;
+    /// for a partial text, what its first append's [`headers::LENGTH`] said, if it said.
+    start: Option<usize>,
+    /// Appends that arrived before the text they continue, by the byte offset they start at,
+    /// held until the gap before them fills or a full version covers them.
+    held: BTreeMap<usize, Held>,
+    /// Bytes of fragments in `held`.
+    held_bytes: usize,
+    /// A delivery showed the text is missing something (a held append, or one that
+    /// contradicted the text); cleared by the next full version, or when the held appends
+    /// all fit.
+    gap: bool,
     deleted: bool,
     truncated: bool,
     /// An unversioned delivery was applied since the last strictly newer full version, so the
@@ -68,6 +94,13 @@ impl Entry {
     ) -> (Self, Vec<Change>) {
         let full = incoming.text.as_deref().unwrap_or("");
         let kept = fit(full, max_text);
+        let start = if incoming.op == Op::Append {
+            incoming
+                .length
+                .and_then(|length| length.checked_sub(full.len()))
+        } else {
+            Some(0)
+        };
         let entry = Self {
             serial,
             name: incoming.name.map(str::to_owned),
@@ -77,6 +110,10 @@ impl Entry {
             headers: incoming.headers.clone().unwrap_or_default(),
             version: incoming.version.clone(),
             partial: incoming.op == Op::Append,
+            start,
+            held: BTreeMap::new(),
+            held_bytes: 0,
+            gap: false,
             deleted: incoming.op == Op::Delete,
             truncated: kept.len() < full.len(),
             unversioned_since: incoming.version.is_none(),
@@ -108,13 +145,24 @@ impl Entry {
         let mut changes = Vec::new();
         if incoming.op.is_full() {
             self.apply_full(incoming, max_text, &mut changes);
+            if let Some(headers) = &incoming.headers {
+                self.headers.clone_from(headers);
+            }
+            self.drain_held(max_text, &mut changes);
         } else {
             self.apply_append(incoming, max_text, &mut changes);
         }
-        if let Some(headers) = &incoming.headers {
-            self.headers.clone_from(headers);
-        }
         changes
+    }
+
+    /// Where the text ends in the whole answer, in bytes, when that is known: always for a
+    /// full text, for a partial one when its first append said where it started. Unknown
+    /// once the text was cut at the byte cap.
+    fn end(&self) -> Option<usize> {
+        if self.truncated {
+            return None;
+        }
+        self.start.map(|start| start + self.text.len())
     }
 
     /// The version rules of the module documentation.
@@ -161,6 +209,8 @@ impl Entry {
             self.truncated = kept.len() < full.len();
             self.text = kept.to_owned();
             self.partial = false;
+            self.start = Some(0);
+            self.gap = false;
             changes.extend(text_change);
         }
         if self.truncated && !was_truncated {
@@ -181,11 +231,17 @@ impl Entry {
                     self.unversioned_since = false;
                 }
                 self.version = Some(version.clone());
+                // Held appends this full version already contains are done with.
+                self.held
+                    .retain(|_, held| held.version.as_ref().is_none_or(|v| v > version));
+                self.held_bytes = self.held.values().map(|held| held.text.len()).sum();
             }
             None => self.unversioned_since = true,
         }
     }
 
+    /// An append: placed by its [`headers::LENGTH`] when both it and the text know where they
+    /// stand, otherwise concatenated in arrival order.
     fn apply_append(
         &mut self,
         incoming: &Incoming<'_>,
@@ -193,6 +249,121 @@ impl Entry {
         changes: &mut Vec<Change>,
     ) {
         let fragment = incoming.text.as_deref().unwrap_or("");
+        let at = incoming
+            .length
+            .and_then(|length| length.checked_sub(fragment.len()));
+        let held = Held {
+            version: incoming.version.clone(),
+            text: fragment.to_owned(),
+            headers: incoming.headers.clone(),
+        };
+        match (at, self.end()) {
+            (Some(at), Some(end)) => {
+                self.place(at, end, held, max_text, changes);
+                self.drain_held(max_text, changes);
+            }
+            _ => self.push_append(held, max_text, changes),
+        }
+    }
+
+    /// Puts a fragment that starts at byte `at` against a text that ends at byte `end`:
+    /// concatenated when it continues the text, its new part only when it overlaps what the
+    /// text already has, held when it starts past the end.
+    fn place(
+        &mut self,
+        at: usize,
+        end: usize,
+        mut held: Held,
+        max_text: usize,
+        changes: &mut Vec<Change>,
+    ) {
+        if at > end {
+            self.hold(at, held, max_text, changes);
+            return;
+        }
+        let known = end - at;
+        if known == 0 {
+            self.push_append(held, max_text, changes);
+            return;
+        }
+        // The fragment repeats `known` bytes the text already ends with (a server replayed
+        // or rolled up appends we have): check them, then keep only what is new.
+        let tail_len = known.min(self.text.len());
+        let matches = held
+            .text
+            .get(known - tail_len..known)
+            .is_some_and(|repeat| {
+                self.text
+                    .get(self.text.len() - tail_len..)
+                    .is_some_and(|tail| tail == repeat)
+            });
+        if !matches {
+            // It contradicts the text: keep the text (a correct prefix) and wait for a full
+            // version to repair it.
+            self.report_gap(changes);
+            return;
+        }
+        if held.text.len() <= known {
+            // Nothing new; a newer version of nothing new still moves the version on.
+            self.note_append_version(held.version.as_ref());
+            return;
+        }
+        held.text.drain(..known);
+        self.push_append(held, max_text, changes);
+    }
+
+    /// Holds a fragment that starts past the text's end, within the entry's bounds.
+    fn hold(&mut self, at: usize, held: Held, max_text: usize, changes: &mut Vec<Change>) {
+        // Two appends held at one offset agree on what they share (the publisher's text is
+        // one text), so the longer one, which covers the other, is the one kept.
+        let replaced = self.held.get(&at).map(|kept| kept.text.len());
+        if replaced.is_some_and(|kept| kept >= held.text.len()) || held.text.is_empty() {
+            self.report_gap(changes);
+            return;
+        }
+        let freed = replaced.unwrap_or(0);
+        let room = max_text.saturating_sub(self.text.len() + self.held_bytes - freed);
+        let count_ok = replaced.is_some() || self.held.len() < MAX_HELD;
+        if count_ok && held.text.len() <= room {
+            self.held_bytes = self.held_bytes - freed + held.text.len();
+            self.held.insert(at, held);
+        }
+        self.report_gap(changes);
+    }
+
+    /// Applies held fragments that the text now reaches, in order.
+    fn drain_held(&mut self, max_text: usize, changes: &mut Vec<Change>) {
+        while let (Some(end), Some(entry)) = (self.end(), self.held.first_entry()) {
+            if *entry.key() > end {
+                break;
+            }
+            let (at, held) = entry.remove_entry();
+            self.held_bytes -= held.text.len();
+            let newer = match (&held.version, &self.version) {
+                (Some(version), Some(last)) => version > last,
+                _ => true,
+            };
+            if newer {
+                self.place(at, end, held, max_text, changes);
+            }
+        }
+        if self.held.is_empty() && self.gap && self.end().is_some() {
+            self.gap = false;
+        }
+    }
+
+    fn report_gap(&mut self, changes: &mut Vec<Change>) {
+        if !self.gap {
+            self.gap = true;
+            changes.push(Change::Gap {
+                serial: self.serial.clone(),
+            });
+        }
+    }
+
+    /// Concatenates a fragment that continues the text, and takes its headers and version.
+    fn push_append(&mut self, held: Held, max_text: usize, changes: &mut Vec<Change>) {
+        let fragment = held.text.as_str();
         if !self.truncated {
             let room = max_text.saturating_sub(self.text.len());
             let kept = fit(fragment, room);
@@ -210,8 +381,19 @@ impl Entry {
                 });
             }
         }
-        match &incoming.version {
-            Some(version) => self.version = Some(version.clone()),
+        if let Some(headers) = held.headers {
+            self.headers = headers;
+        }
+        self.note_append_version(held.version.as_ref());
+    }
+
+    fn note_append_version(&mut self, version: Option<&Serial>) {
+        match version {
+            Some(version) => {
+                if self.version.as_ref().is_none_or(|last| version > last) {
+                    self.version = Some(version.clone());
+                }
+            }
             None => self.unversioned_since = true,
         }
     }
@@ -284,6 +466,14 @@ macro_rules! entry_getters {
         /// Whether the latest applied full version was a delete.
         pub fn is_deleted(&self) -> bool {
             self.entry.deleted
+        }
+
+        /// Whether a delivery showed the text is missing a part: an append arrived before the
+        /// one it follows (it is held until the gap fills), or contradicted the text. The text
+        /// is still a correct prefix; a full version (the final update, or the latest version
+        /// read from history) repairs it.
+        pub fn has_gap(&self) -> bool {
+            self.entry.gap
         }
 
         /// Whether the text was cut at the byte cap.

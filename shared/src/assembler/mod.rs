@@ -17,8 +17,29 @@
 //! | create (0 or no action) | version ≥ last applied | text set |
 //! | update (1) | version ≥ last applied | text replaced by the full text |
 //! | delete (2) | version ≥ last applied | text replaced if data is present; marked deleted |
-//! | append (5) | version > last applied | fragment concatenated |
+//! | append (5) | version > last applied | fragment concatenated (placed by `length`, below) |
 //! | meta, summary, unknown | never | ignored |
+//!
+//! # Appends that arrive out of order
+//!
+//! Version order alone cannot tell a late append from a stale one. A server may deliver a
+//! live append before it replays the ones a resumed subscriber missed (Sockudo does, right
+//! after a resumed re-attach), and applying only "newer" versions would then turn the
+//! replayed ones into a silent hole. So this system's publisher puts a
+//! [`headers::LENGTH`] header on every message: the text's byte length once the message is
+//! applied. An append then starts at `length − fragment bytes`, and against a text that ends
+//! at byte `end`:
+//!
+//! - it starts at `end`: concatenated;
+//! - it starts before `end` and repeats what the text ends with (a replay, or appends a
+//!   server rolled up into one): only its new part is concatenated;
+//! - it starts past `end`: held, with [`Change::Gap`], and applied once the appends before it
+//!   arrive; a full version covers whatever it held;
+//! - it contradicts the text: dropped, with [`Change::Gap`]; the next full version repairs.
+//!
+//! The text a view shows is therefore always a prefix of the publisher's text (or, after a
+//! rewrite, of the latest full version), never text with a hole. Appends without the header
+//! (other publishers) fall back to version order.
 //!
 //! - A create without `version` has the version serial of its own `serial` (TM2s1).
 //! - A full version (create, update, delete) with a version *equal* to the last applied one
@@ -62,6 +83,9 @@
 //! looks at any of them.
 
 mod entry;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod order_tests;
 #[cfg(test)]
 mod prop_tests;
 #[cfg(test)]
@@ -189,6 +213,15 @@ pub enum Change {
         /// The entry's serial.
         serial: Serial,
     },
+    /// A continuity problem in one answer: an append arrived before the one it follows, or
+    /// contradicted the text. The text does not move: it stays a correct prefix, and the
+    /// held append is applied as soon as the missing part arrives. A full version repairs
+    /// it at the latest; a view that wants it sooner reads the message from history. Says
+    /// nothing about the text, so a view may ignore it.
+    Gap {
+        /// The entry's serial.
+        serial: Serial,
+    },
 }
 
 impl Change {
@@ -202,7 +235,8 @@ impl Change {
             | Self::Deleted { serial }
             | Self::PromptAdded { serial, .. }
             | Self::Evicted { serial }
-            | Self::Truncated { serial } => serial,
+            | Self::Truncated { serial }
+            | Self::Gap { serial } => serial,
         }
     }
 }
@@ -328,6 +362,7 @@ impl Assembler {
             op,
             version,
             text,
+            length: msg.header(headers::LENGTH).and_then(headers::parse_length),
             headers: msg.headers(),
             name: msg.name.as_deref(),
             client_id: msg.client_id.as_deref(),

@@ -89,7 +89,7 @@ impl View {
             Change::Evicted { serial } => {
                 self.entries.remove(serial);
             }
-            Change::Truncated { .. } => {}
+            Change::Truncated { .. } | Change::Gap { .. } => {}
         }
     }
 

@@ -287,6 +287,28 @@ impl Message {
             .collect();
         self.extras = Some(serde_json::json!({ "headers": Value::Object(map) }));
     }
+
+    /// Sets one string header in `extras.headers`, keeping the others (and creating `extras`
+    /// when it is missing or not an object).
+    pub fn insert_header(&mut self, name: &str, value: String) {
+        let extras = self
+            .extras
+            .get_or_insert_with(|| Value::Object(serde_json::Map::new()));
+        if !extras.is_object() {
+            *extras = Value::Object(serde_json::Map::new());
+        }
+        if let Some(extras) = extras.as_object_mut() {
+            let headers = extras
+                .entry("headers")
+                .or_insert_with(|| Value::Object(serde_json::Map::new()));
+            if !headers.is_object() {
+                *headers = Value::Object(serde_json::Map::new());
+            }
+            if let Some(headers) = headers.as_object_mut() {
+                headers.insert(name.to_owned(), Value::String(value));
+            }
+        }
+    }
 }
 
 /// Who changed a message, when, and why.

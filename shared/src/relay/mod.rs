@@ -11,7 +11,9 @@
 //!
 //! Only message text is published (output text and refusals); reasoning and function-call
 //! arguments never are. Metadata travels in `extras.headers` (see [`crate::headers`]) and is
-//! repeated on every message, because an append replaces `extras`. The final update carries
+//! repeated on every message, because an append replaces `extras`. Every message also says
+//! the text's byte length once it is applied ([`headers::LENGTH`]), so a subscriber can tell
+//! a reordered or missing append from a stale one. The final update carries
 //! the whole text, so subscribers and history converge even if an append was lost.
 
 mod budget;
@@ -384,7 +386,8 @@ impl Relay {
     fn ensure_created(&mut self) {
         if !self.created {
             self.created = true;
-            let create = self.message(None, "");
+            let mut create = self.message(None, "");
+            create.insert_header(headers::LENGTH, "0".to_owned());
             self.ops.push_back(PublishOp::Create(create));
         }
     }
@@ -547,6 +550,7 @@ impl Relay {
             );
             append.set_headers(&headers);
         }
+        append.insert_header(headers::LENGTH, self.text.len().to_string());
         self.ops.push_back(PublishOp::Append(append));
         self.sent_len = self.text.len();
         self.appends_since_update += 1;
@@ -554,7 +558,8 @@ impl Relay {
     }
 
     fn publish_update(&mut self, now: Instant) {
-        let update = self.message(Some(MessageAction::UPDATE), self.text.as_str());
+        let mut update = self.message(Some(MessageAction::UPDATE), self.text.as_str());
+        update.insert_header(headers::LENGTH, self.text.len().to_string());
         self.ops.push_back(PublishOp::Update(update));
         self.sent_len = self.text.len();
         self.diverged = false;
@@ -607,13 +612,15 @@ fn ending_of(event: &StreamEvent, status: Status) -> Ending {
     }
 }
 
-/// The size of an answer message with these headers and no text.
+/// The size of an answer message with these headers and no text, counting the
+/// [`headers::LENGTH`] header at its widest.
 fn overhead(headers: &BTreeMap<String, String>) -> usize {
     let mut message = Message {
         name: Some(headers::ANSWER_NAME.to_owned()),
         ..Message::default()
     };
     message.set_headers(headers);
+    message.insert_header(headers::LENGTH, usize::MAX.to_string());
     message.wire_size()
 }
 
