@@ -20,6 +20,8 @@ pub const TOKEN_EXPIRED: u32 = 40142;
 pub const TOKEN_ERROR_END: u32 = 40150;
 /// The operation is not permitted by the token's capability.
 pub const OPERATION_NOT_PERMITTED: u32 = 40160;
+/// The application's token source failed without an Ably error (RSA4e).
+pub const TOKEN_CALLBACK_FAILED: u32 = 40170;
 /// A token was rejected and there is no way to renew it (RSA4a2).
 pub const TOKEN_RENEWAL_NOT_CONFIGURED: u32 = 40171;
 /// A system rate limit was exceeded; the operation may be retried.

@@ -360,7 +360,9 @@ impl Connection {
     /// Closes the connection cleanly (CLOSE, then CLOSED); it cannot be resumed afterwards.
     pub fn close(&mut self, now: Instant) {
         match self.state {
-            ConnectionState::Closed | ConnectionState::Failed | ConnectionState::Closing => {}
+            // A failed connection stays failed: no revival after a close.
+            ConnectionState::Failed => self.timers.stop(Timer::Revive),
+            ConnectionState::Closed | ConnectionState::Closing => {}
             ConnectionState::Connected if self.transport == Transport::Active => {
                 self.send(ProtocolMessage::new(Action::CLOSE));
                 self.timers.stop_all();
@@ -499,6 +501,15 @@ impl Connection {
     /// `token_renew_margin` before this one expires. Switches key auth to token auth.
     pub fn set_token_with_lifetime(&mut self, now: Instant, token: String, lifetime: Duration) {
         self.accept_token(now, token, Some(lifetime));
+    }
+
+    /// The token in use (the one in the config) is valid for `lifetime` from now: ask for
+    /// the next one `token_renew_margin` before it expires.
+    pub fn set_token_lifetime(&mut self, now: Instant, lifetime: Duration) {
+        if matches!(self.config.auth, Auth::Token(_)) {
+            let after = token::renew_after(lifetime, self.config.token_renew_margin);
+            self.timers.set(Timer::Renew, now + after);
+        }
     }
 
     /// The driver could not get the token asked for by [`Event::TokenRequired`]. With a
@@ -1102,7 +1113,12 @@ impl Connection {
 
     /// Asks the driver for a token, once: with a request already out, nothing more.
     fn request_token(&mut self, now: Instant, reason: Option<ErrorInfo>) {
-        if self.token.fetching {
+        // Key auth has nobody to ask (a server AUTH is ignored); nor has a token that
+        // cannot be renewed.
+        if self.token.fetching
+            || !self.config.token_renewable
+            || !matches!(self.config.auth, Auth::Token(_))
+        {
             return;
         }
         self.token.fetching = true;

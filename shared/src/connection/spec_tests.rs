@@ -326,6 +326,25 @@ fn rsa4c3_renewal_before_expiry_and_a_failed_renewal_stays_connected() {
     assert_eq!(names(&out), ["TokenRequired"]);
 }
 
+/// The first token's lifetime can be given after the fact; key auth never asks for tokens
+/// (a server AUTH is ignored).
+#[test]
+fn the_first_tokens_lifetime_arms_renewal_and_key_auth_never_asks() {
+    let mut conn = Connection::new(token_config());
+    conn.set_token_lifetime(T0, Duration::from_secs(600));
+    conn.connect(T0);
+    drain(&mut conn);
+    text(&mut conn, at(1), CONNECTED_QUIET);
+    assert_eq!(conn.poll_timeout(), Some(T0 + Duration::from_secs(540)));
+    let mut keyed = Connection::new(config());
+    keyed.set_token_lifetime(T0, Duration::from_secs(600));
+    keyed.connect(T0);
+    drain(&mut keyed);
+    text(&mut keyed, at(1), CONNECTED_QUIET);
+    assert!(text(&mut keyed, at(2), r#"{"action":17}"#).is_empty());
+    assert_eq!(keyed.poll_timeout(), None);
+}
+
 // ----- 3. failed connections, unsolicited CLOSED / DISCONNECTED, suspension -------------------
 
 /// RTN27h: FAILED stays FAILED until connect(); the revival policy is off by default.
@@ -390,6 +409,15 @@ fn revival_policy_replaces_a_failed_connection_and_reattaches_wanted_channels() 
     assert_eq!(attaches.len(), 1, "{attaches:?}");
     assert_eq!(attaches[0].channel.as_ref(), Some(&channel()));
     assert_eq!(attaches[0].channel_serial, None, "RTL15b2 cleared it");
+    // Closing a failed connection cancels its revival.
+    text(
+        &mut conn,
+        now,
+        r#"{"action":9,"error":{"code":50000,"statusCode":500,"message":"internal"}}"#,
+    );
+    assert!(conn.poll_timeout().is_some());
+    conn.close(now);
+    assert_eq!(conn.poll_timeout(), None);
 }
 
 /// RTN15h3: a DISCONNECTED from the server (no token error) reconnects at once, resuming.
