@@ -1,10 +1,12 @@
 //! The browser's driver of `shared::connection::Connection`: one local task moves frames
 //! between a WebSocket and the connection, reads the page's clock, fires its timers, and
-//! fetches a new token when the connection needs one or the current one nears expiry.
+//! fetches a token when the connection asks for one (when to ask, and what to do when a
+//! fetch fails, is the connection's decision).
 
 use std::future::Future;
 use std::pin::{pin, Pin};
 use std::rc::Rc;
+use std::time::Duration;
 
 use futures::channel::mpsc;
 use futures::stream::{SplitSink, SplitStream};
@@ -14,7 +16,8 @@ use gloo_net::websocket::{Message as WsMessage, WebSocketError};
 use gloo_timers::future::TimeoutFuture;
 use shared::auth::TokenDetails;
 use shared::codec;
-use shared::connection::{AttachOptions, Config, Connection, Event, Output, Transmit};
+use shared::connection::{errors, AttachOptions, Config, Connection, Event, Output, Transmit};
+use shared::protocol::ErrorInfo;
 use shared::{ChannelName, Instant};
 
 /// A fresh token, or why there is none.
@@ -23,18 +26,11 @@ pub type TokenFuture = Pin<Box<dyn Future<Output = Result<TokenDetails, String>>
 /// Where new tokens come from.
 pub type Tokens = Rc<dyn Fn() -> TokenFuture>;
 
-/// Renew a token this long before it expires.
-const RENEW_BEFORE_MS: f64 = 60_000.0;
-
-/// Retry a failed token fetch after this long.
-const TOKEN_RETRY_MS: u32 = 5_000;
-
 /// What woke the loop.
 enum Wake {
     Command(Option<Command>),
     Frame(Option<Result<WsMessage, WebSocketError>>),
     Timer,
-    Renew,
 }
 
 enum Command {
@@ -62,15 +58,18 @@ impl Live {
         on_event: impl FnMut(&Connection, Event) + 'static,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded();
+        let mut conn = Connection::new(config);
+        if let Some(expires) = expires {
+            // Only the expiry of the first token is known here: measure it on the local clock.
+            conn.set_token_lifetime(now(), lifetime(expires, js_sys::Date::now() as i64));
+        }
         let driver = Driver {
-            conn: Connection::new(config),
+            conn,
             sink: None,
             source: None,
             commands: rx,
             self_commands: tx.clone(),
             tokens,
-            renew_at: expires.map(renew_time),
-            fetching: false,
         };
         wasm_bindgen_futures::spawn_local(driver.run(on_event));
         Self { commands: tx }
@@ -96,9 +95,6 @@ struct Driver {
     commands: mpsc::UnboundedReceiver<Command>,
     self_commands: mpsc::UnboundedSender<Command>,
     tokens: Tokens,
-    /// When to renew the token (Unix ms), if it expires.
-    renew_at: Option<f64>,
-    fetching: bool,
 }
 
 impl Driver {
@@ -129,7 +125,7 @@ impl Driver {
                     }
                     Output::Event(event) => {
                         if matches!(event, Event::TokenRequired { .. }) {
-                            self.fetch_token(0);
+                            self.fetch_token();
                         }
                         on_event(&self.conn, event);
                     }
@@ -139,19 +135,13 @@ impl Driver {
                 .conn
                 .poll_timeout()
                 .map(|at| at.as_millis().saturating_sub(now().as_millis()));
-            let renew = self
-                .renew_at
-                .filter(|_| !self.fetching)
-                .map(|at| (at - js_sys::Date::now()).max(0.0));
             let wake = {
                 let mut timer = pin!(sleep(timeout).fuse());
-                let mut renew_timer = pin!(sleep(renew.map(|ms| ms as u64)).fuse());
                 let mut frame = pin!(next_frame(&mut self.source).fuse());
                 futures::select! {
                     command = self.commands.next() => Wake::Command(command),
                     frame = frame => Wake::Frame(frame),
                     () = timer => Wake::Timer,
-                    () = renew_timer => Wake::Renew,
                 }
             };
             match wake {
@@ -160,20 +150,21 @@ impl Driver {
                 }
                 Wake::Command(Some(Command::Close) | None) => self.conn.close(now()),
                 Wake::Command(Some(Command::Token(Ok(details)))) => {
-                    self.fetching = false;
-                    self.renew_at = Some(renew_time(details.expires));
-                    self.conn.set_token(now(), details.token);
+                    let issued = if details.issued > 0 {
+                        details.issued
+                    } else {
+                        js_sys::Date::now() as i64
+                    };
+                    let lifetime = lifetime(details.expires, issued);
+                    self.conn
+                        .set_token_with_lifetime(now(), details.token, lifetime);
                 }
-                Wake::Command(Some(Command::Token(Err(_)))) => {
-                    self.fetching = false;
-                    self.fetch_token(TOKEN_RETRY_MS);
+                Wake::Command(Some(Command::Token(Err(reason)))) => {
+                    let cause = ErrorInfo::new(errors::TOKEN_CALLBACK_FAILED, 401, reason);
+                    self.conn.handle_token_failed(now(), cause);
                 }
                 Wake::Frame(frame) => self.frame(frame),
                 Wake::Timer => self.conn.handle_timeout(now()),
-                Wake::Renew => {
-                    self.renew_at = None;
-                    self.fetch_token(0);
-                }
             }
         }
     }
@@ -217,17 +208,11 @@ impl Driver {
         self.source = None;
     }
 
-    fn fetch_token(&mut self, delay_ms: u32) {
-        if self.fetching {
-            return;
-        }
-        self.fetching = true;
+    /// Fetches one token and reports the result (the connection asks once at a time).
+    fn fetch_token(&mut self) {
         let tokens = Rc::clone(&self.tokens);
         let back = self.self_commands.clone();
         wasm_bindgen_futures::spawn_local(async move {
-            if delay_ms > 0 {
-                TimeoutFuture::new(delay_ms).await;
-            }
             let result = tokens().await;
             let _ = back.unbounded_send(Command::Token(result));
         });
@@ -242,8 +227,9 @@ pub fn now() -> Instant {
     Instant::from_millis(ms as u64)
 }
 
-fn renew_time(expires_unix_ms: i64) -> f64 {
-    expires_unix_ms as f64 - RENEW_BEFORE_MS
+/// A token's lifetime from two Unix-ms times (zero if already expired).
+fn lifetime(expires_unix_ms: i64, from_unix_ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(expires_unix_ms.saturating_sub(from_unix_ms)).unwrap_or(0))
 }
 
 async fn sleep(ms: Option<u64>) {

@@ -15,8 +15,8 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use shared::codec;
 use shared::connection::{
-    AttachOptions, ChannelState, Config, Connection, ConnectionState, Event, Output, PublishId,
-    PublishOutcome, Transmit,
+    errors, AttachOptions, Auth, ChannelState, Config, Connection, ConnectionState, Event, Output,
+    PublishId, PublishOutcome, Transmit,
 };
 use shared::protocol::{ErrorInfo, Message};
 use shared::{ChannelName, Instant};
@@ -33,9 +33,9 @@ pub trait TokenSource: Send + Sync + 'static {
     fn token(&self) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
 }
 
-/// How long a `failed` connection waits before the driver starts a new one. A daemon runs
-/// for months: whatever failed it (a server error, a revoked key being restored), it keeps
-/// trying, slowly.
+/// How long a `failed` connection waits before the core starts a new one (its revival
+/// policy, which the daemon turns on). A daemon runs for months: whatever failed it (a
+/// server error, a revoked key being restored), it keeps trying, slowly.
 const REVIVE_AFTER: Duration = Duration::from_secs(15);
 
 /// The connection as last seen by the driver.
@@ -112,11 +112,16 @@ impl Subscription {
 
 impl Realtime {
     /// Spawns the driver and connects. With token auth, `tokens` supplies new tokens when
-    /// the current one is refused or about to expire.
+    /// the connection asks for one. A failed connection is revived after `REVIVE_AFTER`
+    /// unless the config already chose a revival delay.
     pub fn start(
-        config: Config,
+        mut config: Config,
         tokens: Option<Arc<dyn TokenSource>>,
     ) -> (Self, tokio::task::JoinHandle<()>) {
+        config.revive_failed_after.get_or_insert(REVIVE_AFTER);
+        if tokens.is_none() && matches!(config.auth, Auth::Token(_)) {
+            config.token_renewable = false;
+        }
         let (commands, command_rx) = mpsc::unbounded_channel();
         let (snapshot_tx, snapshot) = watch::channel(Snapshot {
             state: ConnectionState::Initialized,
@@ -135,8 +140,6 @@ impl Realtime {
             tokens,
             epoch: tokio::time::Instant::now(),
             closing: false,
-            wanted: HashMap::new(),
-            revive_at: None,
         };
         let task = tokio::spawn(driver.run());
         (Self { commands, snapshot }, task)
@@ -240,11 +243,6 @@ struct Driver {
     tokens: Option<Arc<dyn TokenSource>>,
     epoch: tokio::time::Instant,
     closing: bool,
-    /// The channels the application attached, re-attached when a failed connection is
-    /// replaced.
-    wanted: HashMap<ChannelName, AttachOptions>,
-    /// When to replace a failed connection.
-    revive_at: Option<tokio::time::Instant>,
 }
 
 impl Driver {
@@ -271,26 +269,7 @@ impl Driver {
                 continue;
             }
             let sleep_until = deadline.map(|at| self.epoch + Duration::from_millis(at.as_millis()));
-            if self.conn.state() == ConnectionState::Failed
-                && !self.closing
-                && self.revive_at.is_none()
-            {
-                tracing::warn!(
-                    "the Ably connection failed; starting a new one in {REVIVE_AFTER:?}"
-                );
-                self.revive_at = Some(tokio::time::Instant::now() + REVIVE_AFTER);
-            }
             tokio::select! {
-                () = crate::wait::sleep_until(self.revive_at), if self.revive_at.is_some() => {
-                    self.revive_at = None;
-                    if !self.closing && self.conn.state() == ConnectionState::Failed {
-                        let now = self.now();
-                        self.conn.connect(now);
-                        for (channel, options) in self.wanted.clone() {
-                            let _ = self.conn.attach(now, channel, options);
-                        }
-                    }
-                }
                 command = self.commands.recv() => match command {
                     Some(command) => self.command(command),
                     None => {
@@ -323,7 +302,6 @@ impl Driver {
                     let _ = done.send(Ok(()));
                     return;
                 }
-                self.wanted.insert(channel.clone(), options.clone());
                 match self.conn.attach(now, channel.clone(), options) {
                     Ok(()) => self.attaches.entry(channel).or_default().push(done),
                     Err(err) => {
@@ -331,10 +309,7 @@ impl Driver {
                     }
                 }
             }
-            Command::Detach(channel) => {
-                self.wanted.remove(&channel);
-                self.conn.detach(now, &channel);
-            }
+            Command::Detach(channel) => self.conn.detach(now, &channel),
             Command::Publish(channel, messages, done) => {
                 match self.conn.publish(now, &channel, messages) {
                     Ok(id) => {
@@ -348,8 +323,9 @@ impl Driver {
             Command::Subscribe(tx) => self.subscribers.push(tx),
             Command::Token(Ok(token)) => self.conn.set_token(now, token),
             Command::Token(Err(reason)) => {
-                tracing::warn!(%reason, "could not get an Ably token; retrying in 5 s");
-                self.fetch_token(Duration::from_secs(5));
+                tracing::warn!(%reason, "could not get an Ably token");
+                let cause = ErrorInfo::new(errors::TOKEN_CALLBACK_FAILED, 401, reason);
+                self.conn.handle_token_failed(now, cause);
             }
             Command::Cut => {
                 if self.socket.take().is_some() {
@@ -494,7 +470,7 @@ impl Driver {
             }
             Event::TokenRequired { reason } => {
                 tracing::info!(reason = ?reason.as_ref().map(|r| &r.message), "Ably asked for a new token");
-                self.fetch_token(Duration::ZERO);
+                self.fetch_token();
             }
             Event::StateChanged {
                 previous,
@@ -502,6 +478,11 @@ impl Driver {
                 reason,
             } => {
                 tracing::info!(%previous, %current, reason = ?reason.as_ref().map(|r| &r.message), "Ably connection");
+                if *current == ConnectionState::Failed && !self.closing {
+                    tracing::warn!(
+                        "the Ably connection failed; a new one starts in {REVIVE_AFTER:?}"
+                    );
+                }
             }
             Event::ResumeFailed { reason } => {
                 tracing::warn!(reason = ?reason.as_ref().map(|r| &r.message), "Ably resume failed: new connection");
@@ -511,13 +492,14 @@ impl Driver {
         self.subscribers.retain(|tx| tx.send(event.clone()).is_ok());
     }
 
-    fn fetch_token(&self, delay: Duration) {
+    /// Fetches one token and reports the result; when to ask, and what a failure means,
+    /// is the connection's decision.
+    fn fetch_token(&self) {
         let Some(source) = self.tokens.clone() else {
             return;
         };
         let back = self.self_commands.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
             let _ = back.send(Command::Token(source.token().await));
         });
     }

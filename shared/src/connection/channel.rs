@@ -77,13 +77,17 @@ pub(crate) struct Channel {
     pub(crate) name: ChannelName,
     pub(crate) state: ChannelState,
     pub(crate) options: AttachOptions,
-    /// Last position seen; sent back on re-attach. Cleared by detach.
+    /// Last position seen; sent back on re-attach. Cleared when the channel goes
+    /// `detached` or `failed`, kept when it goes `suspended` (RTL15b2).
     pub(crate) channel_serial: Option<ChannelSerial>,
     /// Position of the last non-resumed attach (for history `untilAttach`).
     pub(crate) attach_serial: Option<ChannelSerial>,
     /// ATTACHED (or DETACHED) must arrive before this, or a suspended channel retries then.
     pub(crate) deadline: Option<Instant>,
     pub(crate) reason: Option<ErrorInfo>,
+    /// The application attached the channel and has not detached it since: a revived
+    /// connection attaches it again.
+    pub(crate) wanted: bool,
 }
 
 impl Channel {
@@ -96,6 +100,7 @@ impl Channel {
             attach_serial: None,
             deadline: None,
             reason: None,
+            wanted: false,
         }
     }
 

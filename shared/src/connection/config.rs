@@ -8,6 +8,16 @@ use crate::protocol::PROTOCOL_VERSION;
 /// Real Ably's production endpoint, as current ably-js uses it.
 pub const PRODUCTION_ENDPOINT: &str = "https://main.realtime.ably.net";
 
+/// The fallback domains of the production endpoint (REC2c1), tried in random order when
+/// the primary domain cannot be reached (RTN17). A custom endpoint has none (REC2c2).
+pub const PRODUCTION_FALLBACK_HOSTS: [&str; 5] = [
+    "main.a.fallback.ably-realtime.com",
+    "main.b.fallback.ably-realtime.com",
+    "main.c.fallback.ably-realtime.com",
+    "main.d.fallback.ably-realtime.com",
+    "main.e.fallback.ably-realtime.com",
+];
+
 /// Why a setting was refused.
 #[derive(Clone, Debug, Eq, PartialEq, thiserror::Error)]
 pub enum ConfigError {
@@ -79,6 +89,21 @@ impl Endpoint {
     /// Base of the REST API, e.g. `http://127.0.0.1:6001`.
     pub fn rest(&self) -> &str {
         &self.rest
+    }
+
+    /// Whether this is real Ably's production endpoint, the only one with fallback hosts.
+    pub fn is_production(&self) -> bool {
+        *self == Self::production()
+    }
+
+    /// The WebSocket base for another host on the same scheme and port (a fallback host).
+    pub fn realtime_via(&self, host: &str) -> String {
+        let (scheme, rest) = self
+            .realtime
+            .split_once("://")
+            .unwrap_or(("wss", &self.realtime));
+        let port = rest.rsplit_once(':').map_or("443", |(_, port)| port);
+        format!("{scheme}://{host}:{port}")
     }
 }
 
@@ -173,13 +198,34 @@ pub struct Config {
     pub connection_state_ttl: Duration,
     /// Delay before re-attaching a channel that went `suspended`.
     pub channel_retry_timeout: Duration,
-    /// Seed for the jitter on reconnect delays (fixed in tests, random in drivers).
+    /// Seed for the jitter on reconnect delays and the order of fallback hosts (fixed in
+    /// tests, random in drivers).
     pub jitter_seed: u64,
+    /// Hosts to try, in random order, when the endpoint's own host cannot be reached
+    /// (RTN17): the production fallback domains for [`Endpoint::production`], none for a
+    /// custom endpoint (REC2c).
+    pub fallback_hosts: Vec<String>,
+    /// Whether the driver can fetch new tokens. When it cannot, a rejected token fails the
+    /// connection with 40171 (RSA4a2) instead of asking for another.
+    pub token_renewable: bool,
+    /// How long before a token's expiry the connection asks for the next one (tokens
+    /// shorter than twice this are renewed at half their life).
+    pub token_renew_margin: Duration,
+    /// Start a new connection this long after it went `failed`, re-attaching the channels
+    /// the application attached. `None` (the default, as the spec's RTN27h has it) leaves a
+    /// failed connection alone until [`crate::connection::Connection::connect`]; a daemon
+    /// that must run unattended sets it.
+    pub revive_failed_after: Option<Duration>,
 }
 
 impl Config {
     /// Settings with Ably's default timeouts.
     pub fn new(endpoint: Endpoint, auth: Auth, id_prefix: impl Into<String>) -> Self {
+        let fallback_hosts = if endpoint.is_production() {
+            PRODUCTION_FALLBACK_HOSTS.map(str::to_owned).to_vec()
+        } else {
+            Vec::new()
+        };
         Self {
             endpoint,
             auth,
@@ -196,12 +242,26 @@ impl Config {
             connection_state_ttl: Duration::from_secs(120),
             channel_retry_timeout: Duration::from_secs(15),
             jitter_seed: 0x9e37_79b9_7f4a_7c15,
+            fallback_hosts,
+            token_renewable: true,
+            token_renew_margin: Duration::from_secs(60),
+            revive_failed_after: None,
         }
     }
 
-    /// The WebSocket URL to open, resuming `resume` when given.
+    /// The WebSocket URL to open on the endpoint's own host, resuming `resume` when given.
     pub fn connect_url(&self, resume: Option<&str>) -> String {
-        let mut url = format!("{}/?", self.endpoint.realtime());
+        self.connect_url_via(None, resume)
+    }
+
+    /// The WebSocket URL to open on `host` (a fallback host; `None` for the endpoint's own),
+    /// resuming `resume` when given.
+    pub fn connect_url_via(&self, host: Option<&str>, resume: Option<&str>) -> String {
+        let base = match host {
+            Some(host) => self.endpoint.realtime_via(host),
+            None => self.endpoint.realtime().to_owned(),
+        };
+        let mut url = format!("{base}/?");
         let mut first = true;
         let mut push = |key: &str, value: &str| {
             if !first {

@@ -14,17 +14,57 @@
 //!
 //! ```text
 //!  initialized ─connect─► connecting ─CONNECTED─► connected ─close─► closing ─CLOSED─► closed
-//!                            ▲   │                    │
-//!                  reconnect │   │ transport lost      │ transport lost / idle / DISCONNECTED
-//!                            │   ▼                    ▼
-//!                         disconnected ──(no success within connectionStateTtl)──► suspended
-//!  fatal ERROR (any state) ─► failed
+//!                  ▲  ▲   │  ▲  │ host unreachable:     │
+//!    reconnect     │  │   │  └──┘ next fallback host    │ transport lost / idle / DISCONNECTED /
+//!    (backoff)     │  │   │                             │ CLOSED not asked for / rate limit
+//!                  │  │   ▼                             ▼
+//!                  │  └─ disconnected ◄────────────────────(at once if it was connected,
+//!                  │        │                                 after the backoff if not)
+//!                  │        │ still no success after connectionStateTtl
+//!                  │        ▼
+//!                  └──── suspended (retry every suspended_retry_timeout, still resuming)
+//!
+//!  fatal ERROR (any state) ─► failed ─(revive_failed_after, if set)─► connecting
 //! ```
+//!
+//! Policies, each following Ably's features spec (version 6.1.1, protocol 6; the items are
+//! named in `spec_tests.rs`):
+//!
+//! - **Resume** (RTN15b, RTN14h): every reconnect resumes with the last connection key,
+//!   also from `suspended`; the server decides what survives (`Event::ResumeFailed`).
+//!   Channels keep their channel serial while `suspended` and forget it when `detached` or
+//!   `failed` (RTL15b2); ATTACH never carries `ATTACH_RESUME` (RTL4j, deleted in 6.1).
+//! - **Backoff** (RTB1): `disconnected_retry_timeout × min((n + 2) / 3, 2) × jitter(0.8–1)`.
+//!   Past `connectionStateTtl` (from CONNECTED, else the config) the connection is
+//!   `suspended`: queued publishes fail with 80002 and new ones are refused (RTN14e, RTN7e).
+//! - **Hosts** (RTN17, REC2): every run of attempts starts on the endpoint's host; when it
+//!   cannot be reached (closed before CONNECTED, connect timeout, DISCONNECTED with a 5xx),
+//!   each fallback host is tried once in random order. Only the production endpoint has
+//!   fallback hosts. The connectivity check of RTN17j is not made.
+//! - **Tokens** (RSA4, RTN14b, RTN15h2, RTN22): the connection asks for a token with
+//!   [`Event::TokenRequired`] when the token is rejected, `token_renew_margin` before it
+//!   expires (when its lifetime was given), or when the server sends AUTH. The driver
+//!   answers with [`Connection::set_token`] / [`Connection::set_token_with_lifetime`] or
+//!   [`Connection::handle_token_failed`] within `realtime_request_timeout`. One new token
+//!   per rejection: a rejected fresh token, a failed or late fetch wait out the backoff in
+//!   `disconnected` (80019), then `suspended`; a live connection whose renewal fails stays
+//!   connected and asks again after a backoff; a 403 fails the connection.
+//! - **Errors** ([`errors::classify`]): token errors renew, rate limits (429xx) wait out
+//!   the backoff, channel-class errors for the whole connection start afresh, any other
+//!   ERROR fails the connection. A CLOSED not asked for reconnects like a DISCONNECTED.
+//! - **Revival** (`Config::revive_failed_after`, off by default as RTN27h has it): a
+//!   failed connection starts again after the delay and re-attaches every channel the
+//!   application attached and did not detach.
+//! - **Limits** ([`Limits`]): maxMessageSize, maxFrameSize, maxInboundRate,
+//!   connectionStateTtl and maxIdleInterval from `connectionDetails` (CD2, RTN21).
 
 mod channel;
 mod config;
+pub mod errors;
+mod hosts;
 mod queue;
 mod timer;
+mod token;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -33,12 +73,17 @@ use std::time::Duration;
 pub use channel::{AttachOptions, ChannelState};
 pub use config::{
     encode_component, ApiKey, Auth, Config, ConfigError, Endpoint, PRODUCTION_ENDPOINT,
+    PRODUCTION_FALLBACK_HOSTS,
 };
+pub use errors::ErrorClass;
 pub use queue::{PublishId, PublishOutcome};
 
 use channel::Channel;
+use errors::classify;
+use hosts::Hosts;
 use queue::PublishQueue;
 use timer::{Timer, TimerTable};
+use token::TokenState;
 
 use crate::codec::{self, CodecError};
 use crate::ids::{ChannelName, ChannelSerial, ConnectionId, ConnectionKey, MessageId};
@@ -47,8 +92,40 @@ use crate::protocol::{
 };
 use crate::time::Instant;
 
-/// Message size limit until the server announces its own (Ably's default).
+/// Message size limit until the server announces its own (Ably's default, TO3l8).
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 65_536;
+
+/// Frame size limit until the server announces its own (Ably's default, TO3l9).
+pub const DEFAULT_MAX_FRAME_SIZE: usize = 524_288;
+
+/// The limits in force on the connection: what the last CONNECTED's `connectionDetails`
+/// said (CD2, RTN21), or the defaults before any.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct Limits {
+    /// The largest publish, summed over its messages (CD2c).
+    pub max_message_size: usize,
+    /// The largest WebSocket frame (CD2d).
+    pub max_frame_size: usize,
+    /// Protocol messages per second the server accepts from this client (CD2e), if said.
+    pub max_inbound_rate: Option<u64>,
+    /// How long the server keeps a dropped connection's state (CD2f), and how long the
+    /// connection stays `disconnected` before `suspended` (RTN14e).
+    pub connection_state_ttl: Duration,
+    /// The longest the server stays silent (CD2h); `None` when it did not say or said 0.
+    pub max_idle_interval: Option<Duration>,
+}
+
+impl Limits {
+    fn defaults(config: &Config) -> Self {
+        Self {
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            max_inbound_rate: None,
+            connection_state_ttl: config.connection_state_ttl,
+            max_idle_interval: None,
+        }
+    }
+}
 
 /// Connection states, as Ably names them.
 #[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
@@ -133,8 +210,12 @@ pub enum Event {
         id: PublishId,
         outcome: PublishOutcome,
     },
-    /// The token was rejected, expired, or the server asked for re-authentication: call
-    /// [`Connection::set_token`] with a fresh one.
+    /// Fetch a new token now and hand it over with [`Connection::set_token`] (or
+    /// [`Connection::set_token_with_lifetime`]), or report the failure with
+    /// [`Connection::handle_token_failed`]. Asked when the token was rejected (with the
+    /// reason), when it is about to expire, or when the server asked for re-authentication
+    /// (RTN22). The connection asks once and waits: the answer is due within
+    /// `realtime_request_timeout`, and a failure is retried with backoff, never at once.
     TokenRequired { reason: Option<ErrorInfo> },
 }
 
@@ -166,14 +247,33 @@ impl CommandError {
     /// The Ably error an ably-js client would report for the same refusal.
     pub fn to_error_info(&self) -> ErrorInfo {
         let code = match self {
-            Self::ConnectionState(_) => 80000,
-            Self::ChannelState { .. } => 90001,
-            Self::TooLarge { .. } => 40009,
-            Self::Empty => 40003,
+            Self::ConnectionState(ConnectionState::Suspended) => errors::CONNECTION_SUSPENDED,
+            Self::ConnectionState(ConnectionState::Closing | ConnectionState::Closed) => {
+                errors::CONNECTION_CLOSED
+            }
+            Self::ConnectionState(_) => errors::CONNECTION_FAILED,
+            Self::ChannelState { .. } => errors::CHANNEL_INVALID_STATE,
+            Self::TooLarge { .. } => errors::MESSAGE_TOO_LARGE,
+            Self::Empty => errors::BAD_REQUEST,
         };
-        let status = if code == 40009 { 413 } else { 400 };
+        let status = if code == errors::MESSAGE_TOO_LARGE {
+            413
+        } else {
+            400
+        };
         ErrorInfo::new(code, status, self.to_string())
     }
+}
+
+/// How a lost transport is followed up.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+enum Loss {
+    /// At once if the connection was up (RTN15a, RTN15h3), else after the backoff.
+    Drop,
+    /// The host could not be reached (RTN17f): try the next fallback host at once, if any.
+    Unreachable,
+    /// Always after the backoff (rate limits).
+    BackOff,
 }
 
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
@@ -195,11 +295,10 @@ pub struct Connection {
     transport: Transport,
     connection_id: Option<ConnectionId>,
     connection_key: Option<ConnectionKey>,
-    max_message_size: usize,
-    max_idle: Option<Duration>,
-    state_ttl: Duration,
+    limits: Limits,
     resume_attempted: bool,
-    awaiting_token: bool,
+    token: TokenState,
+    hosts: Hosts,
     disconnected_since: Option<Instant>,
     retry_count: u32,
     rng: u64,
@@ -214,7 +313,8 @@ impl Connection {
     /// A connection in the `initialized` state; nothing happens until [`Self::connect`].
     pub fn new(config: Config) -> Self {
         let rng = config.jitter_seed | 1;
-        let state_ttl = config.connection_state_ttl;
+        let limits = Limits::defaults(&config);
+        let hosts = Hosts::new(config.fallback_hosts.clone());
         Self {
             config,
             state: ConnectionState::Initialized,
@@ -222,11 +322,10 @@ impl Connection {
             transport: Transport::None,
             connection_id: None,
             connection_key: None,
-            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
-            max_idle: None,
-            state_ttl,
+            limits,
             resume_attempted: false,
-            awaiting_token: false,
+            token: TokenState::default(),
+            hosts,
             disconnected_since: None,
             retry_count: 0,
             rng,
@@ -251,16 +350,19 @@ impl Connection {
                 self.connection_key = None;
                 self.disconnected_since = None;
                 self.retry_count = 0;
-                self.open_transport(now);
+                self.timers.stop(Timer::Revive);
+                self.start_attempts(now);
             }
-            _ => self.open_transport(now),
+            _ => self.start_attempts(now),
         }
     }
 
     /// Closes the connection cleanly (CLOSE, then CLOSED); it cannot be resumed afterwards.
     pub fn close(&mut self, now: Instant) {
         match self.state {
-            ConnectionState::Closed | ConnectionState::Failed | ConnectionState::Closing => {}
+            // A failed connection stays failed: no revival after a close.
+            ConnectionState::Failed => self.timers.stop(Timer::Revive),
+            ConnectionState::Closed | ConnectionState::Closing => {}
             ConnectionState::Connected if self.transport == Transport::Active => {
                 self.send(ProtocolMessage::new(Action::CLOSE));
                 self.timers.stop_all();
@@ -296,6 +398,7 @@ impl Connection {
             return Ok(());
         }
         ch.options = options;
+        ch.wanted = true;
         let frame = ch.attach_frame();
         ch.deadline = active.then(|| now + timeout);
         if active {
@@ -312,6 +415,7 @@ impl Connection {
         let Some(ch) = self.channels.get_mut(channel) else {
             return;
         };
+        ch.wanted = false;
         match ch.state {
             ChannelState::Attached | ChannelState::Attaching if active => {
                 let frame = ch.detach_frame();
@@ -361,10 +465,10 @@ impl Connection {
             return Err(CommandError::Empty);
         }
         let size: usize = messages.iter().map(Message::wire_size).sum();
-        if size > self.max_message_size {
+        if size > self.limits.max_message_size {
             return Err(CommandError::TooLarge {
                 size,
-                max: self.max_message_size,
+                max: self.limits.max_message_size,
             });
         }
         let id = PublishId(self.next_publish);
@@ -384,21 +488,37 @@ impl Connection {
         Ok(id)
     }
 
-    /// Supplies a fresh token: re-authenticates a live connection in place (AUTH), or
-    /// reconnects one that stopped for want of a token. Switches key auth to token auth.
+    /// Supplies a fresh token whose lifetime is not known (so it is renewed only when the
+    /// server rejects it): see [`Self::set_token_with_lifetime`].
     pub fn set_token(&mut self, now: Instant, token: String) {
-        self.config.auth = Auth::Token(token.clone());
-        if self.transport == Transport::Active && self.state == ConnectionState::Connected {
-            self.send(ProtocolMessage {
-                auth: Some(AuthDetails {
-                    access_token: token,
-                }),
-                ..ProtocolMessage::new(Action::AUTH)
-            });
-        } else if self.awaiting_token {
-            self.awaiting_token = false;
-            self.open_transport(now);
+        self.accept_token(now, token, None);
+    }
+
+    /// Supplies a fresh token valid for `lifetime` from now (`expires - issued` of its
+    /// `TokenDetails`, both server times, so the local clock's error does not matter).
+    /// Re-authenticates a live connection in place (AUTH, RTC8a), or connects one that
+    /// stopped for want of a token (RTC8c). The connection asks for the next token
+    /// `token_renew_margin` before this one expires. Switches key auth to token auth.
+    pub fn set_token_with_lifetime(&mut self, now: Instant, token: String, lifetime: Duration) {
+        self.accept_token(now, token, Some(lifetime));
+    }
+
+    /// The token in use (the one in the config) is valid for `lifetime` from now: ask for
+    /// the next one `token_renew_margin` before it expires.
+    pub fn set_token_lifetime(&mut self, now: Instant, lifetime: Duration) {
+        if matches!(self.config.auth, Auth::Token(_)) {
+            let after = token::renew_after(lifetime, self.config.token_renew_margin);
+            self.timers.set(Timer::Renew, now + after);
         }
+    }
+
+    /// The driver could not get the token asked for by [`Event::TokenRequired`]. With a
+    /// 403 status the connection fails (RSA4d); otherwise a live connection stays up and
+    /// asks again after a backoff (RSA4c3), and one that was connecting goes
+    /// `disconnected` and tries again after a backoff, `suspended` past the state TTL
+    /// (RSA4c2, RTN14b). The reported error is 80019 with `cause`'s message (RSA4c1).
+    pub fn handle_token_failed(&mut self, now: Instant, cause: ErrorInfo) {
+        self.token_failed(now, cause);
     }
 
     // ----- inputs ---------------------------------------------------------------------
@@ -432,12 +552,24 @@ impl Connection {
             Action::DISCONNECTED => self.on_disconnected(now, frame.error),
             Action::ERROR if frame.channel.is_some() => self.on_channel_error(frame),
             Action::ERROR => self.on_error(now, frame.error),
-            Action::CLOSED => self.finish_closed(),
+            Action::CLOSED if self.state == ConnectionState::Closing => self.finish_closed(),
+            Action::CLOSED => {
+                // Not asked for: the server ended the connection. Reconnect as after a
+                // DISCONNECTED (RTN15h3), resuming; the server decides what survives.
+                let err = frame.error.unwrap_or_else(|| {
+                    ErrorInfo::new(
+                        errors::DISCONNECTED,
+                        400,
+                        "the server closed the connection",
+                    )
+                });
+                self.lose_transport(now, err, true, Loss::Drop);
+            }
             Action::ACK | Action::NACK => self.on_ack(now, frame),
             Action::ATTACHED => self.on_attached(frame),
             Action::DETACHED => self.on_detached(now, frame),
             Action::MESSAGE => self.on_message(frame),
-            Action::AUTH => self.emit(Event::TokenRequired { reason: None }),
+            Action::AUTH => self.request_token(now, None),
             _ => {}
         }
     }
@@ -448,7 +580,17 @@ impl Connection {
             return;
         }
         let message = reason.unwrap_or_else(|| "connection to the server was lost".to_owned());
-        self.lose_transport(now, ErrorInfo::new(80003, 400, message), false);
+        let loss = if self.transport == Transport::Pending {
+            Loss::Unreachable
+        } else {
+            Loss::Drop
+        };
+        self.lose_transport(
+            now,
+            ErrorInfo::new(errors::DISCONNECTED, 400, message),
+            false,
+            loss,
+        );
     }
 
     /// The deadline from [`Self::poll_timeout`] passed (calling it early is harmless).
@@ -456,22 +598,36 @@ impl Connection {
         for timer in self.timers.expired(now) {
             match timer {
                 Timer::Connect => {
-                    let err = ErrorInfo::new(80014, 408, "timed out waiting for CONNECTED");
-                    self.lose_transport(now, err, true);
+                    let err = ErrorInfo::new(
+                        errors::CONNECTION_TIMED_OUT,
+                        408,
+                        "timed out waiting for CONNECTED",
+                    );
+                    self.lose_transport(now, err, true, Loss::Unreachable);
                 }
                 Timer::Idle => {
-                    let ms =
-                        self.max_idle.unwrap_or_default() + self.config.realtime_request_timeout;
+                    let ms = self.limits.max_idle_interval.unwrap_or_default()
+                        + self.config.realtime_request_timeout;
                     let err = ErrorInfo::new(
-                        80003,
+                        errors::DISCONNECTED,
                         400,
                         format!("no activity seen from realtime in {}ms; assuming the connection dropped", ms.as_millis()),
                     );
                     self.send(ProtocolMessage::new(Action::DISCONNECT));
-                    self.lose_transport(now, err, true);
+                    self.lose_transport(now, err, true, Loss::Drop);
                 }
-                Timer::Reconnect => self.open_transport(now),
+                Timer::Reconnect => self.start_attempts(now),
                 Timer::Close => self.finish_closed(),
+                Timer::TokenFetch => {
+                    let cause = ErrorInfo::new(
+                        errors::TOKEN_REQUEST_FAILED,
+                        401,
+                        "no token within realtimeRequestTimeout",
+                    );
+                    self.token_failed(now, cause);
+                }
+                Timer::Renew => self.renew_token(now),
+                Timer::Revive => self.revive(now),
             }
         }
         let grace = self.config.realtime_request_timeout;
@@ -522,7 +678,23 @@ impl Connection {
 
     /// The largest message the server accepts on this connection.
     pub fn max_message_size(&self) -> usize {
-        self.max_message_size
+        self.limits.max_message_size
+    }
+
+    /// The limits the server announced for this connection (or the defaults).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// The fallback host the current or last transport went to; `None` for the
+    /// endpoint's own host. REST requests should prefer the same host (RTN17e).
+    pub fn current_host(&self) -> Option<&str> {
+        self.hosts.current()
+    }
+
+    /// Whether a token request is out ([`Event::TokenRequired`] not yet answered).
+    pub fn is_awaiting_token(&self) -> bool {
+        self.token.fetching
     }
 
     /// A channel's state (`initialized` for channels never attached).
@@ -549,18 +721,24 @@ impl Connection {
         if let Some(key) = details.connection_key.clone().or(frame.connection_key) {
             self.connection_key = Some(key);
         }
-        self.max_message_size = details
-            .max_message_size
-            .and_then(|n| usize::try_from(n).ok())
-            .filter(|&n| n > 0)
-            .unwrap_or(DEFAULT_MAX_MESSAGE_SIZE);
-        self.max_idle = details
-            .max_idle_interval
-            .filter(|&ms| ms > 0)
-            .map(Duration::from_millis);
-        self.state_ttl = details
-            .connection_state_ttl
-            .map_or(self.config.connection_state_ttl, Duration::from_millis);
+        let size = |n: Option<u64>, default: usize| {
+            n.and_then(|n| usize::try_from(n).ok())
+                .filter(|&n| n > 0)
+                .unwrap_or(default)
+        };
+        self.limits = Limits {
+            max_message_size: size(details.max_message_size, DEFAULT_MAX_MESSAGE_SIZE),
+            max_frame_size: size(details.max_frame_size, DEFAULT_MAX_FRAME_SIZE),
+            max_inbound_rate: details.max_inbound_rate.filter(|&n| n > 0),
+            connection_state_ttl: details
+                .connection_state_ttl
+                .map_or(self.config.connection_state_ttl, Duration::from_millis),
+            max_idle_interval: details
+                .max_idle_interval
+                .filter(|&ms| ms > 0)
+                .map(Duration::from_millis),
+        };
+        self.token.fresh = false;
         if self.transport == Transport::Active && self.state == ConnectionState::Connected {
             // A second CONNECTED on a live transport: new details after re-auth.
             self.connection_id = frame.connection_id.or(self.connection_id.take());
@@ -593,23 +771,33 @@ impl Connection {
         self.reattach_all(now);
     }
 
+    /// DISCONNECTED: a token error renews the token (RTN15h2), a rate limit waits out the
+    /// backoff, a 5xx status while connecting tries the next host (RTN17f1), anything else
+    /// reconnects at once, resuming (RTN15h3).
     fn on_disconnected(&mut self, now: Instant, error: Option<ErrorInfo>) {
-        let err = error.unwrap_or_else(|| ErrorInfo::new(80003, 400, "server disconnected"));
-        if err.is_token_error() {
-            self.token_rejected(now, err);
-        } else {
-            self.lose_transport(now, err, true);
+        let err = error
+            .unwrap_or_else(|| ErrorInfo::new(errors::DISCONNECTED, 400, "server disconnected"));
+        match classify(&err) {
+            ErrorClass::Token => self.token_rejected(now, err),
+            ErrorClass::RateLimited => self.lose_transport(now, err, true, Loss::BackOff),
+            _ if self.transport == Transport::Pending && errors::wants_fallback(&err) => {
+                self.lose_transport(now, err, true, Loss::Unreachable);
+            }
+            _ => self.lose_transport(now, err, true, Loss::Drop),
         }
     }
 
+    /// ERROR for the whole connection: a token error renews the token (RTN14b, RTN15c5),
+    /// a rate limit waits out the backoff, a channel-class error starts afresh; anything
+    /// else fails the connection (RTN14g, RTN15j).
     fn on_error(&mut self, now: Instant, error: Option<ErrorInfo>) {
-        let err = error.unwrap_or_else(|| ErrorInfo::new(50000, 500, "server error"));
-        if err.is_token_error() {
-            self.token_rejected(now, err);
-        } else if (90000..91000).contains(&err.code) {
-            self.restart_fresh(now, err);
-        } else {
-            self.fail(err);
+        let err =
+            error.unwrap_or_else(|| ErrorInfo::new(errors::INTERNAL_ERROR, 500, "server error"));
+        match classify(&err) {
+            ErrorClass::Token => self.token_rejected(now, err),
+            ErrorClass::RateLimited => self.lose_transport(now, err, true, Loss::BackOff),
+            ErrorClass::Channel => self.restart_fresh(now, err),
+            ErrorClass::Fatal => self.fail(now, err),
         }
     }
 
@@ -624,18 +812,20 @@ impl Connection {
         for ch in self.channels.values_mut() {
             ch.channel_serial = None;
         }
-        self.lose_transport(now, err, true);
+        self.lose_transport(now, err, true, Loss::Drop);
     }
 
     fn on_channel_error(&mut self, frame: ProtocolMessage) {
         let Some(name) = frame.channel else { return };
-        let err = frame
-            .error
-            .unwrap_or_else(|| ErrorInfo::new(90000, 400, "channel error"));
+        let err = frame.error.unwrap_or_else(|| {
+            ErrorInfo::new(errors::CHANNEL_OPERATION_FAILED, 400, "channel error")
+        });
         let Some(ch) = self.channels.get_mut(&name) else {
             return;
         };
         ch.deadline = None;
+        // RTL15b2: a failed channel forgets its position.
+        ch.channel_serial = None;
         for (id, outcome) in self.queue.fail_channel(&name, &err) {
             self.emit(Event::Published { id, outcome });
         }
@@ -647,11 +837,9 @@ impl Connection {
             return;
         };
         let error = match frame.action {
-            Action::NACK => Some(
-                frame
-                    .error
-                    .unwrap_or_else(|| ErrorInfo::new(50001, 500, "message rejected (NACK)")),
-            ),
+            Action::NACK => Some(frame.error.unwrap_or_else(|| {
+                ErrorInfo::new(errors::MESSAGE_REJECTED, 500, "message rejected (NACK)")
+            })),
             _ => None,
         };
         for (id, outcome) in
@@ -763,26 +951,44 @@ impl Connection {
 
     // ----- transitions -----------------------------------------------------------------
 
+    /// Starts a run of connection attempts on the endpoint's own host (RTN17i).
+    fn start_attempts(&mut self, now: Instant) {
+        let mut rng = self.rng;
+        self.hosts.restart(|| xorshift(&mut rng));
+        self.rng = rng;
+        self.open_transport(now);
+    }
+
+    /// Opens a transport to the current host, resuming when there is a key (RTN15b,
+    /// RTN14h); first asks for a token if the one in hand is stale (RTN27b: `connecting`
+    /// covers getting a token).
     fn open_transport(&mut self, now: Instant) {
-        let url = self
-            .config
-            .connect_url(self.connection_key.as_ref().map(ConnectionKey::as_str));
-        self.resume_attempted = self.connection_key.is_some();
-        self.transport = Transport::Pending;
         self.timers.stop(Timer::Reconnect);
         self.timers.stop(Timer::Idle);
+        let reason = self.reason.clone();
+        if self.token.stale && matches!(self.config.auth, Auth::Token(_)) {
+            self.transport = Transport::None;
+            self.set_state(ConnectionState::Connecting, reason.clone());
+            self.request_token(now, reason);
+            return;
+        }
+        let url = self.config.connect_url_via(
+            self.hosts.current(),
+            self.connection_key.as_ref().map(ConnectionKey::as_str),
+        );
+        self.resume_attempted = self.connection_key.is_some();
+        self.transport = Transport::Pending;
         self.timers
             .set(Timer::Connect, now + self.config.connect_timeout);
-        let reason = self.reason.clone();
         self.set_state(ConnectionState::Connecting, reason);
         self.outputs
             .push_back(Output::Transmit(Transmit::Open { url }));
     }
 
-    /// The transport is gone (or we give up on it): requeue in-flight publishes and
-    /// retry, immediately if we were connected, else with backoff; past the connection
-    /// state TTL, suspend.
-    fn lose_transport(&mut self, now: Instant, reason: ErrorInfo, close_socket: bool) {
+    /// The transport is gone (or we give up on it): requeue in-flight publishes, then
+    /// try the next fallback host, reconnect at once, or wait out the backoff, as `loss`
+    /// says; past the connection state TTL, suspend.
+    fn lose_transport(&mut self, now: Instant, reason: ErrorInfo, close_socket: bool, loss: Loss) {
         if close_socket {
             self.outputs.push_back(Output::Transmit(Transmit::Close));
         }
@@ -796,29 +1002,55 @@ impl Connection {
         }
         let was_connected = self.state == ConnectionState::Connected;
         let since = *self.disconnected_since.get_or_insert(now);
-        if now.saturating_since(since) >= self.state_ttl {
+        if now.saturating_since(since) >= self.limits.connection_state_ttl {
+            self.suspend(now, reason);
+            return;
+        }
+        if loss == Loss::Unreachable && self.hosts.advance() {
+            // RTN17j: straight on to the next fallback host, still `connecting`.
+            self.reason = Some(reason);
+            self.open_transport(now);
+            return;
+        }
+        self.set_state(ConnectionState::Disconnected, Some(reason));
+        if was_connected && loss != Loss::BackOff {
+            self.start_attempts(now);
+        } else {
+            self.retry_later(now);
+        }
+    }
+
+    /// Schedules the next run of attempts after the backoff (RTN14d, RTB1).
+    fn retry_later(&mut self, now: Instant) {
+        self.retry_count += 1;
+        let delay = self.backoff(self.config.disconnected_retry_timeout, self.retry_count);
+        self.timers.set(Timer::Reconnect, now + delay);
+    }
+
+    /// Like [`Self::lose_transport`] when no transport is up (a token could not be had):
+    /// `disconnected` with backoff, or `suspended` past the state TTL.
+    fn disconnect_for_now(&mut self, now: Instant, reason: ErrorInfo) {
+        let since = *self.disconnected_since.get_or_insert(now);
+        if now.saturating_since(since) >= self.limits.connection_state_ttl {
             self.suspend(now, reason);
             return;
         }
         self.set_state(ConnectionState::Disconnected, Some(reason));
-        if was_connected {
-            self.open_transport(now);
-        } else {
-            self.retry_count += 1;
-            let delay = self.backoff(self.retry_count);
-            self.timers.set(Timer::Reconnect, now + delay);
-        }
+        self.retry_later(now);
     }
 
     fn suspend(&mut self, now: Instant, reason: ErrorInfo) {
         let fail = ErrorInfo::new(
-            80002,
+            errors::CONNECTION_SUSPENDED,
             400,
             format!("connection suspended: {}", reason.message),
         );
+        // RTN7e: publishes not yet acknowledged fail.
         for (id, outcome) in self.queue.fail_all(&fail) {
             self.emit(Event::Published { id, outcome });
         }
+        // RTL3c; the channel serial is kept (RTL15b2) and the key too (RTN9d), so the
+        // next attempt still resumes (RTN14h).
         let names: Vec<ChannelName> = self
             .channels
             .values()
@@ -842,29 +1074,167 @@ impl Connection {
             .set(Timer::Reconnect, now + self.config.suspended_retry_timeout);
     }
 
+    /// The server refused the token (RTN14b, RTN15h). Without a way to renew it the
+    /// connection fails (RSA4a2); otherwise the first refusal asks for a new token at
+    /// once, and a refusal of that new token waits out the backoff (RSA4b's single
+    /// attempt), so a bad token source never makes a tight loop.
     fn token_rejected(&mut self, now: Instant, err: ErrorInfo) {
         if matches!(self.config.auth, Auth::Key(_)) {
-            self.fail(err);
+            self.fail(now, err);
             return;
         }
-        self.outputs.push_back(Output::Transmit(Transmit::Close));
+        if !self.config.token_renewable {
+            let err = ErrorInfo::new(
+                errors::TOKEN_RENEWAL_NOT_CONFIGURED,
+                401,
+                format!("token rejected and no way to renew it: {}", err.message),
+            );
+            self.fail(now, err);
+            return;
+        }
+        if self.transport != Transport::None {
+            self.outputs.push_back(Output::Transmit(Transmit::Close));
+        }
         self.transport = Transport::None;
         self.timers.stop(Timer::Connect);
         self.timers.stop(Timer::Idle);
         self.timers.stop(Timer::Reconnect);
         self.queue.requeue_in_flight();
         self.disconnected_since.get_or_insert(now);
-        self.awaiting_token = true;
-        self.set_state(ConnectionState::Disconnected, Some(err.clone()));
-        self.emit(Event::TokenRequired { reason: Some(err) });
+        self.token.stale = true;
+        if std::mem::take(&mut self.token.fresh) {
+            self.disconnect_for_now(now, err);
+        } else {
+            // RTN15h2: straight to `connecting`, getting a token, then resuming.
+            self.set_state(ConnectionState::Connecting, Some(err.clone()));
+            self.request_token(now, Some(err));
+        }
     }
 
-    fn fail(&mut self, err: ErrorInfo) {
+    /// Asks the driver for a token, once: with a request already out, nothing more.
+    fn request_token(&mut self, now: Instant, reason: Option<ErrorInfo>) {
+        // Key auth has nobody to ask (a server AUTH is ignored); nor has a token that
+        // cannot be renewed.
+        if self.token.fetching
+            || !self.config.token_renewable
+            || !matches!(self.config.auth, Auth::Token(_))
+        {
+            return;
+        }
+        self.token.fetching = true;
+        self.timers.set(
+            Timer::TokenFetch,
+            now + self.config.realtime_request_timeout,
+        );
+        self.emit(Event::TokenRequired { reason });
+    }
+
+    fn accept_token(&mut self, now: Instant, token: String, lifetime: Option<Duration>) {
+        self.config.auth = Auth::Token(token.clone());
+        self.token.fetching = false;
+        self.timers.stop(Timer::TokenFetch);
+        match lifetime {
+            Some(lifetime) => {
+                let after = token::renew_after(lifetime, self.config.token_renew_margin);
+                self.timers.set(Timer::Renew, now + after);
+            }
+            None => self.timers.stop(Timer::Renew),
+        }
+        let was_stale = std::mem::take(&mut self.token.stale);
+        if self.transport == Transport::Active && self.state == ConnectionState::Connected {
+            self.token.renew_failures = 0;
+            self.send(ProtocolMessage {
+                auth: Some(AuthDetails {
+                    access_token: token,
+                }),
+                ..ProtocolMessage::new(Action::AUTH)
+            });
+        } else if was_stale
+            && matches!(
+                self.state,
+                ConnectionState::Connecting
+                    | ConnectionState::Disconnected
+                    | ConnectionState::Suspended
+            )
+            && self.transport == Transport::None
+        {
+            self.token.fresh = true;
+            self.start_attempts(now);
+        }
+    }
+
+    fn token_failed(&mut self, now: Instant, cause: ErrorInfo) {
+        if !self.token.fetching {
+            return;
+        }
+        self.token.fetching = false;
+        self.timers.stop(Timer::TokenFetch);
+        let status = if cause.status_code == Some(403) {
+            403
+        } else {
+            401
+        };
+        let err = ErrorInfo::new(
+            errors::TOKEN_REQUEST_FAILED,
+            status,
+            format!("could not get a token: {}", cause.message),
+        );
+        if status == 403 {
+            self.fail(now, err);
+        } else if self.transport == Transport::Active && self.state == ConnectionState::Connected {
+            self.token.renew_failures += 1;
+            let delay = self.backoff(
+                self.config.disconnected_retry_timeout,
+                self.token.renew_failures,
+            );
+            self.timers.set(Timer::Renew, now + delay);
+            self.reason = Some(err);
+        } else if self.transport == Transport::None && self.state == ConnectionState::Connecting {
+            self.disconnect_for_now(now, err);
+        }
+    }
+
+    /// The renewal deadline passed: ask for the next token while connected, otherwise
+    /// get one before the next attempt.
+    fn renew_token(&mut self, now: Instant) {
+        if !matches!(self.config.auth, Auth::Token(_)) {
+            return;
+        }
+        if self.transport == Transport::Active && self.state == ConnectionState::Connected {
+            self.request_token(now, None);
+        } else {
+            self.token.stale = true;
+        }
+    }
+
+    /// The revival policy: a failed connection starts again afresh, and every channel the
+    /// application attached (and did not detach) attaches again.
+    fn revive(&mut self, now: Instant) {
+        if self.state != ConnectionState::Failed {
+            return;
+        }
+        self.connect(now);
+        let names: Vec<ChannelName> = self
+            .channels
+            .values()
+            .filter(|c| c.wanted)
+            .map(|c| c.name.clone())
+            .collect();
+        for name in names {
+            if let Some(ch) = self.channels.get_mut(&name) {
+                ch.deadline = None;
+            }
+            self.set_channel_state(&name, ChannelState::Attaching, false, false, None);
+        }
+    }
+
+    fn fail(&mut self, now: Instant, err: ErrorInfo) {
         if self.transport != Transport::None {
             self.outputs.push_back(Output::Transmit(Transmit::Close));
         }
         self.transport = Transport::None;
         self.timers.stop_all();
+        self.token.fetching = false;
         self.connection_key = None;
         for (id, outcome) in self.queue.fail_all(&err) {
             self.emit(Event::Published { id, outcome });
@@ -876,13 +1246,19 @@ impl Connection {
                 if ch.state == ChannelState::Detached || ch.state == ChannelState::Initialized {
                     continue;
                 }
+                // RTL15b2: a failed channel forgets its position.
+                ch.channel_serial = None;
             }
             self.set_channel_state(&name, ChannelState::Failed, false, false, Some(err.clone()));
         }
         self.set_state(ConnectionState::Failed, Some(err));
+        if let Some(after) = self.config.revive_failed_after {
+            self.timers.set(Timer::Revive, now + after);
+        }
     }
 
     fn finish_closed(&mut self) {
+        self.token.fetching = false;
         if self.transport != Transport::None {
             self.outputs.push_back(Output::Transmit(Transmit::Close));
         }
@@ -890,7 +1266,7 @@ impl Connection {
         self.timers.stop_all();
         self.connection_key = None;
         self.connection_id = None;
-        let closed = ErrorInfo::new(80017, 400, "connection closed");
+        let closed = ErrorInfo::new(errors::CONNECTION_CLOSED, 400, "connection closed");
         for (id, outcome) in self.queue.fail_all(&closed) {
             self.emit(Event::Published { id, outcome });
         }
@@ -947,7 +1323,11 @@ impl Connection {
             match ch.state {
                 ChannelState::Attaching => {
                     ch.deadline = Some(now + retry);
-                    let err = ErrorInfo::new(90007, 408, "timed out waiting for ATTACHED");
+                    let err = ErrorInfo::new(
+                        errors::CHANNEL_TIMED_OUT,
+                        408,
+                        "timed out waiting for ATTACHED",
+                    );
                     self.set_channel_state(&name, ChannelState::Suspended, false, false, Some(err));
                 }
                 ChannelState::Suspended if active => {
@@ -975,7 +1355,7 @@ impl Connection {
     }
 
     fn arm_idle(&mut self, now: Instant) {
-        match self.max_idle {
+        match self.limits.max_idle_interval {
             Some(idle) => self.timers.set(
                 Timer::Idle,
                 now + idle + self.config.realtime_request_timeout,
@@ -1040,18 +1420,25 @@ impl Connection {
         });
     }
 
-    /// Ably's retry delay: the base timeout times min((n + 2) / 3, 2), minus up to 20 % jitter.
-    fn backoff(&mut self, attempt: u32) -> Duration {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        let jitter = 1.0 - (self.rng % 1000) as f64 / 5000.0;
+    /// Ably's retry delay (RTB1): `base` times min((n + 2) / 3, 2), times a jitter
+    /// between 0.8 and 1.
+    fn backoff(&mut self, base: Duration, attempt: u32) -> Duration {
+        let random = xorshift(&mut self.rng);
+        let jitter = 1.0 - (random % 1000) as f64 / 5000.0;
         let factor = (f64::from(attempt + 2) / 3.0).min(2.0);
-        self.config
-            .disconnected_retry_timeout
-            .mul_f64(factor * jitter)
+        base.mul_f64(factor * jitter)
     }
 }
 
+/// One step of the xorshift generator behind jitter and host order (not cryptographic).
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+#[cfg(test)]
+mod spec_tests;
 #[cfg(test)]
 mod tests;

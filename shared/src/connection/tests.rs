@@ -6,11 +6,11 @@ use crate::protocol::PublishResult;
 
 const T0: Instant = Instant::from_millis(1_000);
 
-fn at(ms: u64) -> Instant {
+pub(super) fn at(ms: u64) -> Instant {
     Instant::from_millis(T0.as_millis() + ms)
 }
 
-fn config() -> Config {
+pub(super) fn config() -> Config {
     let key = ApiKey::parse("appId.keyId:secret").unwrap();
     let mut config = Config::new(
         Endpoint::parse("http://127.0.0.1:6001").unwrap(),
@@ -21,12 +21,12 @@ fn config() -> Config {
     config
 }
 
-fn drain(conn: &mut Connection) -> Vec<Output> {
+pub(super) fn drain(conn: &mut Connection) -> Vec<Output> {
     std::iter::from_fn(|| conn.poll_output()).collect()
 }
 
 /// Short names of outputs, for transcript comparison.
-fn names(outputs: &[Output]) -> Vec<String> {
+pub(super) fn names(outputs: &[Output]) -> Vec<String> {
     outputs
         .iter()
         .map(|o| match o {
@@ -61,7 +61,7 @@ fn names(outputs: &[Output]) -> Vec<String> {
         .collect()
 }
 
-fn frames(outputs: &[Output]) -> Vec<ProtocolMessage> {
+pub(super) fn frames(outputs: &[Output]) -> Vec<ProtocolMessage> {
     outputs
         .iter()
         .filter_map(|o| match o {
@@ -71,7 +71,7 @@ fn frames(outputs: &[Output]) -> Vec<ProtocolMessage> {
         .collect()
 }
 
-fn text(conn: &mut Connection, now: Instant, frame: &str) -> Vec<Output> {
+pub(super) fn text(conn: &mut Connection, now: Instant, frame: &str) -> Vec<Output> {
     conn.handle_text(now, frame).unwrap();
     drain(conn)
 }
@@ -80,12 +80,12 @@ const CONNECTED_1: &str = r#"{"action":4,"connectionId":"conn1","connectionKey":
 const CONNECTED_1_AGAIN: &str = r#"{"action":4,"connectionId":"conn1","connectionDetails":{"connectionKey":"conn1!key2","maxIdleInterval":15000}}"#;
 const CONNECTED_3_FAILED_RESUME: &str = r#"{"action":4,"connectionId":"conn3","connectionDetails":{"connectionKey":"conn3!key","maxIdleInterval":15000},"error":{"code":80008,"statusCode":400,"message":"Unable to recover connection (connection expired)"}}"#;
 
-fn channel() -> ChannelName {
+pub(super) fn channel() -> ChannelName {
     ChannelName::from("ai:test")
 }
 
 /// Connected and attached with `rewind`, outputs drained.
-fn attached() -> Connection {
+pub(super) fn attached() -> Connection {
     let mut conn = Connection::new(config());
     conn.connect(T0);
     text(&mut conn, at(5), CONNECTED_1);
@@ -100,7 +100,7 @@ fn attached() -> Connection {
     conn
 }
 
-fn publish_text(conn: &mut Connection, now: Instant, data: &str) -> PublishId {
+pub(super) fn publish_text(conn: &mut Connection, now: Instant, data: &str) -> PublishId {
     let message = Message {
         name: Some("response".into()),
         data: Some(data.into()),
@@ -443,52 +443,6 @@ fn reconnects_back_off_then_suspend_after_the_state_ttl() {
     drain(&mut conn);
     let out = text(&mut conn, retry, CONNECTED_3_FAILED_RESUME);
     assert!(names(&out).contains(&"Send(ATTACH)".to_string()), "{out:?}");
-}
-
-#[test]
-fn token_errors_ask_for_a_new_token_and_reconnect_with_it() {
-    let mut config = config();
-    config.auth = Auth::Token("old".into());
-    let mut conn = Connection::new(config);
-    conn.connect(T0);
-    text(&mut conn, at(1), CONNECTED_1);
-    let out = text(
-        &mut conn,
-        at(2),
-        r#"{"action":6,"error":{"code":40142,"statusCode":401,"message":"Token expired"}}"#,
-    );
-    assert_eq!(
-        names(&out),
-        ["Close", "State(disconnected)", "TokenRequired"]
-    );
-    assert_eq!(
-        conn.poll_timeout(),
-        None,
-        "no blind retry with the expired token"
-    );
-    conn.set_token(at(3), "new".into());
-    let out = drain(&mut conn);
-    let Output::Transmit(Transmit::Open { url }) = &out[1] else {
-        panic!("{out:?}")
-    };
-    assert!(
-        url.contains("access_token=new") && url.contains("resume=conn1!key"),
-        "{url}"
-    );
-
-    // Server-requested re-auth on a live connection: AUTH frame, then an update.
-    text(&mut conn, at(4), CONNECTED_1_AGAIN);
-    let out = text(&mut conn, at(5), r#"{"action":17}"#);
-    assert_eq!(names(&out), ["TokenRequired"]);
-    conn.set_token(at(6), "newer".into());
-    let sent = frames(&drain(&mut conn));
-    assert_eq!(sent[0].auth.as_ref().unwrap().access_token, "newer");
-    let out = text(&mut conn, at(7), CONNECTED_1_AGAIN);
-    assert_eq!(
-        names(&out),
-        ["State(connected)"],
-        "a second CONNECTED is an update"
-    );
 }
 
 #[test]

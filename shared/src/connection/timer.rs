@@ -13,14 +13,31 @@ pub(crate) enum Timer {
     Reconnect = 2,
     /// CLOSED must arrive before this.
     Close = 3,
+    /// The token asked for must arrive before this (RSA4c: realtimeRequestTimeout).
+    TokenFetch = 4,
+    /// Ask for the next token at this instant (before the current one expires, or again
+    /// after a failed renewal).
+    Renew = 5,
+    /// Replace a failed connection at this instant (the revival policy).
+    Revive = 6,
 }
 
-const TIMERS: [Timer; 4] = [Timer::Connect, Timer::Idle, Timer::Reconnect, Timer::Close];
+const COUNT: usize = 7;
+
+const TIMERS: [Timer; COUNT] = [
+    Timer::Connect,
+    Timer::Idle,
+    Timer::Reconnect,
+    Timer::Close,
+    Timer::TokenFetch,
+    Timer::Renew,
+    Timer::Revive,
+];
 
 /// One optional deadline per [`Timer`].
 #[derive(Debug, Default)]
 pub(crate) struct TimerTable {
-    deadlines: [Option<Instant>; 4],
+    deadlines: [Option<Instant>; COUNT],
 }
 
 impl TimerTable {
@@ -33,7 +50,7 @@ impl TimerTable {
     }
 
     pub(crate) fn stop_all(&mut self) {
-        self.deadlines = [None; 4];
+        self.deadlines = [None; COUNT];
     }
 
     /// The earliest deadline.
