@@ -6,27 +6,43 @@
 //! update; the final update carries the terminal status. The loop stops reading the stream
 //! once the answer has ended, which also stops generation on a cancel.
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
-use shared::connection::PublishOutcome;
+use shared::connection::{errors, PublishOutcome};
 use shared::headers::{self, Status};
-use shared::protocol::{ErrorInfo, Message};
+use shared::ids::MessageId;
+use shared::protocol::{ErrorInfo, Message, MessageAction};
 use shared::relay::{Budget, PublishOp, Relay, RelayConfig};
 use shared::{ChannelName, Instant, Serial};
 use tokio::sync::{oneshot, watch};
 
+use rand::Rng;
+
+use crate::ably::rest::Rest;
 use crate::ably::{Published, Realtime, APPENDS_NOT_ENABLED, APPENDS_NOT_ENABLED_HELP};
 use crate::metrics::Metrics;
 use crate::openai::{OpenAi, ResponseRequest, ResponseStream};
 
-/// How long the create's ACK may take before the answer gives up.
-const CREATE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the create's ACK may take before the answer stops waiting for it and looks for
+/// the message on the channel instead. Longer than Ably's default connectionStateTtl (2 min),
+/// by which time the connection has either resent it or failed it (RTN14e).
+const CREATE_TIMEOUT: Duration = Duration::from_secs(150);
+
+/// The channel, in each namespace, where [`Answers::check_appends`] probes for the rule.
+pub const PROBE_CHANNEL: &str = "appends-probe";
+
+/// The name of the probe's messages.
+pub const PROBE_NAME: &str = "appends-probe";
+
+/// How many of the channel's latest messages are searched for a create whose ACK was lost.
+const CREATE_LOOKUP_LIMIT: u32 = 200;
 
 /// How long the last publishes' ACKs may take once the answer has ended.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(75);
@@ -77,7 +93,12 @@ pub struct Answers {
     /// The `source` header of every answer.
     pub source: String,
     publish: Arc<dyn Publish>,
+    find: Option<Arc<dyn FindMessage>>,
+    /// Names every create this process publishes: `<prefix>-answer-<n>`.
+    create_ids: Arc<(String, AtomicU64)>,
     budget: Arc<Mutex<Budget>>,
+    /// Namespaces whose channels were seen to accept appends.
+    appends_ok: Arc<Mutex<HashSet<String>>>,
     active: Arc<AtomicUsize>,
     epoch: tokio::time::Instant,
 }
@@ -130,10 +151,55 @@ impl Observer for Option<oneshot::Sender<Result<Serial, String>>> {
 
 type InFlight = Pin<Box<dyn Future<Output = (Kind, PublishOutcome)> + Send>>;
 
+/// Finds a message on a channel by its id: how a create whose ACK was lost, or that a
+/// server refused as a reused id although it had stored it, is found again.
+pub trait FindMessage: Send + Sync + 'static {
+    /// The serial of the message with this id among the channel's latest messages.
+    fn find(
+        &self,
+        channel: &ChannelName,
+        id: &MessageId,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<Serial>, String>> + Send>>;
+}
+
+impl FindMessage for Rest {
+    fn find(
+        &self,
+        channel: &ChannelName,
+        id: &MessageId,
+    ) -> Pin<Box<dyn Future<Output = Result<Option<Serial>, String>> + Send>> {
+        let rest = self.clone();
+        let channel = channel.clone();
+        let id = id.clone();
+        Box::pin(async move {
+            let history = rest
+                .history(&channel, CREATE_LOOKUP_LIMIT)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(history
+                .into_iter()
+                .find(|message| message.id.as_ref() == Some(&id))
+                .and_then(|message| message.serial))
+        })
+    }
+}
+
+/// What a publish in flight was. Appends carry their place in the answer's sequence of
+/// publishes, so a refusal of one that a later full-text update already covers costs no
+/// repair.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 enum Kind {
     Create,
-    Append,
+    /// The channel searched for a create whose outcome was unclear.
+    CreateLookup,
+    /// The replacement create of an answer whose create failed, born `failed`.
+    Replacement,
+    Append {
+        /// Its number among the answer's publishes.
+        seq: u64,
+        /// Where its fragment starts in the answer's text, in bytes.
+        start: usize,
+    },
     Update,
 }
 
@@ -150,12 +216,18 @@ impl Answers {
     ) -> Self {
         Self {
             publish: Arc::new(realtime.clone()),
+            find: None,
+            create_ids: Arc::new((
+                format!("{:016x}", rand::rng().random::<u64>()),
+                AtomicU64::new(0),
+            )),
             realtime,
             openai,
             metrics,
             window,
             source: source.to_owned(),
             budget: Arc::new(Mutex::new(Budget::new(rate))),
+            appends_ok: Arc::new(Mutex::new(HashSet::new())),
             active: Arc::new(AtomicUsize::new(0)),
             epoch: tokio::time::Instant::now(),
         }
@@ -165,6 +237,77 @@ impl Answers {
     pub fn with_publish(mut self, publish: Arc<dyn Publish>) -> Self {
         self.publish = publish;
         self
+    }
+
+    /// Searches the channel for a create whose ACK was lost or refused by mistake.
+    pub fn with_find(mut self, find: Arc<dyn FindMessage>) -> Self {
+        self.find = Some(find);
+        self
+    }
+
+    fn next_create_id(&self) -> MessageId {
+        let (prefix, counter) = &*self.create_ids;
+        let n = counter.fetch_add(1, Ordering::Relaxed);
+        MessageId::new(format!("{prefix}-answer-{n}"))
+    }
+
+    /// Whether `channel`'s namespace accepts appends, found before any model is called: a
+    /// probe message is created and appended to on a channel of the same namespace
+    /// (`<namespace>:appends-probe`), since Ably sets the rule per namespace. Only a refusal
+    /// with 93002 is an answer of "no"; anything else (no connection, another refusal) is
+    /// left to the answer itself to report. A "yes" is remembered per namespace.
+    pub async fn check_appends(&self, channel: &ChannelName) -> Result<(), ErrorInfo> {
+        let namespace = channel
+            .as_str()
+            .split_once(':')
+            .map_or("", |(namespace, _)| namespace)
+            .to_owned();
+        if self
+            .appends_ok
+            .lock()
+            .is_ok_and(|known| known.contains(&namespace))
+        {
+            return Ok(());
+        }
+        let probe = ChannelName::from(if namespace.is_empty() {
+            PROBE_CHANNEL.to_owned()
+        } else {
+            format!("{namespace}:{PROBE_CHANNEL}")
+        });
+        let message = |action, serial| Message {
+            name: Some(PROBE_NAME.to_owned()),
+            data: Some(serde_json::Value::String(PROBE_NAME.to_owned())),
+            action,
+            serial,
+            ..Message::default()
+        };
+        let created = self
+            .publish
+            .publish(&probe, vec![message(None, None)])
+            .await;
+        let Some(serial) = created.ok().and_then(|s| s.into_iter().next().flatten()) else {
+            return Ok(());
+        };
+        let appended = self
+            .publish
+            .publish(
+                &probe,
+                vec![message(Some(MessageAction::APPEND), Some(serial))],
+            )
+            .await;
+        match appended {
+            Err(err) if err.code == APPENDS_NOT_ENABLED => Err(err),
+            Err(err) => {
+                tracing::debug!(%probe, error = %err.message, code = err.code, "the appends probe was refused; not conclusive");
+                Ok(())
+            }
+            Ok(_) => {
+                if let Ok(mut known) = self.appends_ok.lock() {
+                    known.insert(namespace);
+                }
+                Ok(())
+            }
+        }
     }
 
     /// How many answers are streaming now.
@@ -209,6 +352,11 @@ impl Answers {
             fatal: None,
             last_update: None,
             update_resends: 0,
+            create_id: self.next_create_id(),
+            looked_up: false,
+            create_failed: false,
+            sent: 0,
+            last_update_seq: 0,
         };
         relay.start();
         run.pump(&mut relay).await;
@@ -285,8 +433,9 @@ impl Answers {
                 }
                 () = crate::wait::sleep_until(timeout), if timeout.is_some() => relay.handle_timeout(self.now()),
                 () = crate::wait::sleep_until(create_deadline), if create_deadline.is_some() => {
-                    run.fatal = Some(format!("no ACK for the answer's create within {CREATE_TIMEOUT:?}"));
-                    observer.created(Err("no ACK for the create"));
+                    run.create_sent = None;
+                    let error = format!("no ACK for the answer's create within {CREATE_TIMEOUT:?}");
+                    run.create_refused(&mut relay, error, observer);
                 }
             }
             if relay.status().is_terminal() {
@@ -371,22 +520,40 @@ struct Run<'a> {
     /// The latest full-text update, kept to send again if the connection drops it.
     last_update: Option<Message>,
     update_resends: u32,
+    /// The create's message id, to find it on the channel if its outcome is unclear.
+    create_id: MessageId,
+    /// The channel was searched for the create already.
+    looked_up: bool,
+    /// The create failed for good; what follows is the replacement born `failed`.
+    create_failed: bool,
+    /// Publishes pumped so far, numbering each.
+    sent: u64,
+    /// The number of the latest full-text update pumped.
+    last_update_seq: u64,
 }
 
 impl Run<'_> {
     /// Sends every operation the relay has queued.
     async fn pump(&mut self, relay: &mut Relay) {
         while let Some(op) = relay.poll_op() {
+            self.sent += 1;
             let kind = match &op {
+                PublishOp::Create(_) if self.create_failed => Kind::Replacement,
                 PublishOp::Create(_) => Kind::Create,
-                PublishOp::Append(_) => Kind::Append,
-                PublishOp::Update(_) => Kind::Update,
+                PublishOp::Append(append) => Kind::Append {
+                    seq: self.sent,
+                    start: append_start(append),
+                },
+                PublishOp::Update(_) => {
+                    self.last_update_seq = self.sent;
+                    Kind::Update
+                }
             };
             self.answers.pace().await;
             let metrics = &self.answers.metrics;
             metrics.messages_sent.fetch_add(1, Ordering::Relaxed);
             self.report.messages += 1;
-            if kind == Kind::Append {
+            if matches!(kind, Kind::Append { .. }) {
                 metrics.appends_sent.fetch_add(1, Ordering::Relaxed);
                 self.report.appends += 1;
             }
@@ -398,8 +565,12 @@ impl Run<'_> {
             if kind == Kind::Create {
                 self.create_sent = Some(tokio::time::Instant::now());
             }
-            let message = op.into_message();
-            if kind == Kind::Update {
+            let mut message = op.into_message();
+            if kind == Kind::Create {
+                // Our own id, so the create can be found on the channel if its ACK is lost.
+                message.id = Some(self.create_id.clone());
+            }
+            if matches!(kind, Kind::Update | Kind::Replacement) {
                 self.last_update = Some(message.clone());
                 self.update_resends = 0;
             }
@@ -418,15 +589,58 @@ impl Run<'_> {
         }));
     }
 
+    /// The create's outcome says it failed, or nothing was heard in time. The server may
+    /// have stored it all the same (an ACK lost with the connection, or Sockudo refusing a
+    /// resent create as a reused id), so the channel is searched for it by id once; only
+    /// when it is not there does the answer end `failed`, with a replacement create.
+    fn create_refused(&mut self, relay: &mut Relay, error: String, observer: &mut dyn Observer) {
+        match &self.answers.find {
+            Some(find) if !self.looked_up => {
+                self.looked_up = true;
+                tracing::warn!(channel = %self.channel, %error, "the answer's create may have been stored; looking for it on the channel");
+                let find = Arc::clone(find);
+                let realtime = self.answers.realtime.clone();
+                let channel = self.channel.clone();
+                let id = self.create_id.clone();
+                self.in_flight.push(Box::pin(async move {
+                    let refused = || ErrorInfo::new(50000, 500, error.clone());
+                    // History is read once the connection is back, so a create that is
+                    // still being resent has had its chance.
+                    let _ = realtime.wait_connected(RECONNECT_WAIT).await;
+                    match find.find(&channel, &id).await {
+                        Ok(Some(serial)) => (Kind::CreateLookup, Ok(vec![Some(serial)])),
+                        Ok(None) => (Kind::CreateLookup, Err(refused())),
+                        Err(why) => {
+                            tracing::warn!(%channel, error = %why, "could not search the channel for the create");
+                            (Kind::CreateLookup, Err(refused()))
+                        }
+                    }
+                }));
+            }
+            _ => {
+                tracing::error!(channel = %self.channel, %error, "the answer's create failed; publishing it as failed");
+                observer.created(Err(&error));
+                self.create_failed = true;
+                relay.handle_create_failed(&error);
+                self.report.publish_error = Some(error);
+            }
+        }
+    }
+
     /// Publishes `update` again once the connection is up (or fails it after a while).
     fn resend_when_connected(&mut self, update: Message) {
         let realtime = self.answers.realtime.clone();
         let publish = Arc::clone(&self.answers.publish);
         let channel = self.channel.clone();
+        let kind = if self.create_failed {
+            Kind::Replacement
+        } else {
+            Kind::Update
+        };
         self.in_flight.push(Box::pin(async move {
             if let Err(why) = realtime.wait_connected(RECONNECT_WAIT).await {
                 return (
-                    Kind::Update,
+                    kind,
                     Err(ErrorInfo::new(
                         80000,
                         503,
@@ -434,7 +648,7 @@ impl Run<'_> {
                     )),
                 );
             }
-            (Kind::Update, publish.publish(&channel, vec![update]).await)
+            (kind, publish.publish(&channel, vec![update]).await)
         }));
     }
 
@@ -448,39 +662,58 @@ impl Run<'_> {
     ) {
         let now = self.answers.now();
         match (kind, outcome) {
-            (Kind::Create, Ok(serials)) => match serials.into_iter().next().flatten() {
-                Some(serial) => {
-                    tracing::debug!(channel = %self.channel, %serial, "answer created");
-                    self.report.serial = Some(serial.clone());
-                    observer.created(Ok(&serial));
-                    relay.handle_created(now, serial);
+            (Kind::Create | Kind::CreateLookup, Ok(serials)) if self.report.serial.is_none() => {
+                match serials.into_iter().next().flatten() {
+                    Some(serial) => {
+                        tracing::debug!(channel = %self.channel, %serial, "answer created");
+                        self.create_sent = None;
+                        self.report.serial = Some(serial.clone());
+                        observer.created(Ok(&serial));
+                        relay.handle_created(now, serial);
+                    }
+                    None => {
+                        let error = "the create's ACK carried no serial".to_owned();
+                        self.create_refused(relay, error, observer);
+                    }
                 }
-                None => {
-                    let error = "the create's ACK carried no serial";
-                    observer.created(Err(error));
-                    relay.handle_create_failed(error);
-                    self.fatal = Some(error.to_owned());
-                }
-            },
-            (Kind::Create, Err(err)) => {
+            }
+            (Kind::Create | Kind::CreateLookup, Ok(_)) => {}
+            (Kind::Create, Err(err)) if err.code == APPENDS_NOT_ENABLED => {
                 let error = describe_refusal(&err);
-                tracing::error!(channel = %self.channel, %error, "the answer's create was refused");
                 observer.created(Err(&error));
                 relay.handle_create_failed(&error);
                 self.fatal = Some(error);
+            }
+            (Kind::Create | Kind::CreateLookup, Err(err)) => {
+                if self.report.serial.is_none() {
+                    self.create_sent = None;
+                    self.create_refused(relay, describe_refusal(&err), observer);
+                }
             }
             (_, Err(err)) if err.code == APPENDS_NOT_ENABLED => {
                 let error = describe_refusal(&err);
                 tracing::error!(channel = %self.channel, %error, "appends refused");
                 self.fatal = Some(error);
             }
-            (Kind::Append, Err(err)) => {
+            (Kind::Append { start, .. }, Err(err)) if errors::is_too_large(&err) => {
+                tracing::warn!(channel = %self.channel, error = %err.message, "an append was refused as too large; ending the answer incomplete");
+                relay.handle_too_large(now, start);
+            }
+            (Kind::Update, Err(err)) if errors::is_too_large(&err) => {
+                tracing::warn!(channel = %self.channel, error = %err.message, "an update was refused as too large; cutting the answer");
+                relay.handle_too_large(now, relay.text().len() * 3 / 4);
+            }
+            (Kind::Append { seq, .. }, Err(err)) if seq < self.last_update_seq => {
+                // A full-text update sent after this append already carries its text.
+                tracing::debug!(channel = %self.channel, error = %err.message, code = err.code, "an append was refused; a later update covers it");
+            }
+            (Kind::Append { .. }, Err(err)) => {
                 tracing::warn!(channel = %self.channel, error = %err.message, code = err.code, "an append was refused; repairing with a full-text update");
                 self.answers.metrics.repairs.fetch_add(1, Ordering::Relaxed);
                 self.report.repairs += 1;
                 relay.handle_append_failed(now);
             }
-            (Kind::Update, Err(err))
+            (Kind::Update | Kind::Replacement, Err(err))
                 if worth_resending(&err) && self.update_resends < UPDATE_RESENDS =>
             {
                 // The connection failed or dropped the frame, or the server refused a
@@ -492,12 +725,12 @@ impl Run<'_> {
                     self.resend_when_connected(update);
                 }
             }
-            (Kind::Update, Err(err)) => {
+            (Kind::Update | Kind::Replacement, Err(err)) => {
                 let error = format!("an update was refused: {}", describe_refusal(&err));
                 tracing::error!(channel = %self.channel, %error);
                 self.report.publish_error = Some(error);
             }
-            (Kind::Append | Kind::Update, Ok(_)) => {}
+            (Kind::Append { .. } | Kind::Update | Kind::Replacement, Ok(_)) => {}
         }
     }
 
@@ -521,6 +754,20 @@ impl Run<'_> {
             }
         }
     }
+}
+
+/// Where an append's fragment starts in the answer's text: its `length` header less the
+/// fragment's bytes.
+fn append_start(append: &Message) -> usize {
+    let fragment = append
+        .data
+        .as_ref()
+        .and_then(|d| d.as_str())
+        .map_or(0, str::len);
+    append
+        .header(headers::LENGTH)
+        .and_then(headers::parse_length)
+        .map_or(0, |length| length.saturating_sub(fragment))
 }
 
 /// Whether a refused update may succeed when sent again: not when the key lacks the

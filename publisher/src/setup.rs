@@ -112,7 +112,8 @@ pub async fn start(
         ably.window(),
         ably.ably_message_rate,
         &source,
-    );
+    )
+    .with_find(Arc::new(rest.clone()));
     Ok(Parts {
         answers,
         rest,

@@ -71,6 +71,23 @@ pub struct Realtime {
 /// The outcome of one publish, once its ACK or NACK arrives.
 pub struct Published(oneshot::Receiver<PublishOutcome>);
 
+impl Published {
+    /// An outcome known already: for wrappers of [`crate::answer::Publish`] that refuse or
+    /// answer a publish themselves.
+    pub fn ready(outcome: PublishOutcome) -> Self {
+        let (tx, rx) = oneshot::channel();
+        let _ = tx.send(outcome);
+        Self(rx)
+    }
+
+    /// An outcome to be given later through the returned sender (dropping it reads as the
+    /// connection having stopped).
+    pub fn pending() -> (oneshot::Sender<PublishOutcome>, Self) {
+        let (tx, rx) = oneshot::channel();
+        (tx, Self(rx))
+    }
+}
+
 impl Future for Published {
     type Output = PublishOutcome;
 

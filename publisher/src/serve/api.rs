@@ -164,6 +164,14 @@ async fn start_answer(state: &Arc<State>, body: Body) -> Result<Response, ApiErr
         ));
     }
 
+    // A namespace without the appends rule is found before the model is called, so that no
+    // prompt is published that could not be answered.
+    if let Err(err) = state.answers.check_appends(&channel).await {
+        return Err(reject(
+            state,
+            ApiError::bad_request("appends_not_enabled", crate::answer::describe_refusal(&err)),
+        ));
+    }
     listen(state, &channel).await?;
     // Context first, so the new prompt is not read back as history.
     let history = if state.settings.context_turns == 0 {

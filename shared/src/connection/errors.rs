@@ -6,6 +6,8 @@
 
 use crate::protocol::ErrorInfo;
 
+/// The generic "bad request": Sockudo NACKs every refused publish with it.
+pub const GENERIC_BAD_REQUEST: u32 = 40000;
 /// The request was malformed (here: nothing to publish).
 pub const BAD_REQUEST: u32 = 40003;
 /// The message is larger than `maxMessageSize` (RSL1i).
@@ -107,6 +109,16 @@ pub fn is_rate_limit(err: &ErrorInfo) -> bool {
 /// from 500 to 504).
 pub fn wants_fallback(err: &ErrorInfo) -> bool {
     err.status_code.is_some_and(|s| (500..=504).contains(&s))
+}
+
+/// Whether a refused publish says the message is too large: Ably's 40009, or the generic
+/// 40000 that Sockudo sends for every refusal, with its "message exceeds N bytes" text.
+pub fn is_too_large(err: &ErrorInfo) -> bool {
+    if err.code == MESSAGE_TOO_LARGE {
+        return true;
+    }
+    let text = err.message.to_ascii_lowercase();
+    err.code == GENERIC_BAD_REQUEST && (text.contains("exceeds") || text.contains("too large"))
 }
 
 #[cfg(test)]

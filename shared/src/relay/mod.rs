@@ -54,6 +54,9 @@ pub const RESPONSE_FAILED: &str = "the response failed";
 /// the whole JSON message against the limit.
 pub const ENVELOPE_SLACK: usize = 512;
 
+/// How many times one answer is cut after the server refused a message as too large.
+pub const MAX_SIZE_CUTS: u8 = 3;
+
 /// Error headers longer than this many bytes are cut, so that a huge error body cannot
 /// crowd the answer out of the message.
 const MAX_ERROR_HEADER_LEN: usize = 1024;
@@ -167,6 +170,8 @@ pub struct Relay {
     /// The size of a cut answer's message without text, computed once per header change
     /// rather than on every delta.
     cut_overhead: Option<usize>,
+    /// Times the server refused a message as too large ([`Relay::handle_too_large`]).
+    size_cuts: u8,
 }
 
 impl Relay {
@@ -196,6 +201,7 @@ impl Relay {
             last_publish: None,
             appends_since_update: 0,
             cut_overhead: None,
+            size_cuts: 0,
         }
     }
 
@@ -284,7 +290,10 @@ impl Relay {
         }
     }
 
-    /// The create was NACKed: the answer ends `failed` and nothing more is published.
+    /// The create was refused for good (NACKed, and not found on the channel): the answer
+    /// ends `failed`. So that its prompt is never left without an answer, one replacement
+    /// create is queued, born `failed` with the reason and the text so far; nothing else is
+    /// published after it.
     pub fn handle_create_failed(&mut self, error: &str) {
         if self.closed || self.serial.is_some() {
             return;
@@ -294,6 +303,14 @@ impl Relay {
         self.ops.clear();
         self.set_status(Status::Failed);
         self.set_header(headers::ERROR, &cap(error, MAX_ERROR_HEADER_LEN));
+        if let Some(limit) = self.config.max_message_size {
+            self.fit_error_header(limit);
+            self.text
+                .truncate_json(limit.saturating_sub(overhead(&self.headers) + ENVELOPE_SLACK));
+        }
+        let mut replacement = self.message(None, self.text.as_str());
+        replacement.insert_header(headers::LENGTH, self.text.len().to_string());
+        self.ops.push_back(PublishOp::Create(replacement));
     }
 
     /// An append was NACKed: queue a repair update carrying the full text so far. Nothing is
@@ -304,6 +321,26 @@ impl Relay {
             return;
         }
         self.publish_update(now);
+    }
+
+    /// The server refused a message as too large although it was measured to fit (a server
+    /// that counts more than we do). The answer ends `incomplete` with reason
+    /// [`MAX_MESSAGE_SIZE_REASON`], its text cut to at most `fits` bytes (what the channel is
+    /// known to hold: where the refused append started), in a final full-text update. At most
+    /// [`MAX_SIZE_CUTS`] times per answer, each cut shorter, so it cannot loop.
+    pub fn handle_too_large(&mut self, now: Instant, fits: usize) {
+        if self.serial.is_none() || self.size_cuts >= MAX_SIZE_CUTS {
+            return;
+        }
+        self.size_cuts += 1;
+        self.ended = true;
+        self.ops.clear();
+        self.text.truncate_json(fits.min(self.text.len()));
+        self.set_status(Status::Incomplete);
+        self.headers.remove(headers::ERROR);
+        self.set_header(headers::REASON, MAX_MESSAGE_SIZE_REASON);
+        self.publish_update(now);
+        self.closed = true;
     }
 
     /// The transport failed mid-stream: the answer ends `failed` with this message.

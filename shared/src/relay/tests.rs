@@ -824,7 +824,7 @@ fn a_nacked_append_queues_one_repair_update() {
 }
 
 #[test]
-fn a_nacked_create_ends_the_relay_without_more_ops() {
+fn a_nacked_create_ends_the_relay_with_one_replacement_born_failed() {
     let mut h = Harness::window(0);
     h.auto_ack = false;
     h.event(0, &created());
@@ -835,7 +835,17 @@ fn a_nacked_create_ends_the_relay_without_more_ops() {
     h.relay.handle_created(ms(4), Serial::new(SERIAL));
     h.relay.handle_append_failed(ms(4));
     h.drain();
-    assert_eq!(h.transcript(), ["create"]);
+    assert_eq!(h.transcript().len(), 2, "{:?}", h.transcript());
+    assert_eq!(h.transcript()[0], "create");
+    // The replacement is a new message that already says how the answer ended, so the
+    // prompt is never left alone on the channel.
+    let replacement = h.last();
+    assert_eq!(replacement.action, None);
+    assert_eq!(replacement.serial, None);
+    assert_eq!(replacement.header(headers::STATUS), Some("failed"));
+    assert_eq!(replacement.header(headers::ERROR), Some("channel denied"));
+    assert_eq!(replacement.data, Some(json!("a")));
+    assert_eq!(replacement.header(headers::LENGTH), Some("1"));
     assert!(h.relay.is_finished());
     assert_eq!(h.relay.status(), Status::Failed);
     assert_eq!(
@@ -1144,8 +1154,15 @@ proptest! {
                 Call::Event(i) => relay.handle_event(now, &pool[i]),
                 Call::Created => relay.handle_created(now, Serial::new(SERIAL)),
                 Call::CreateFailed => {
-                    create_failed |= relay.serial().is_none() && !relay.is_finished();
+                    let fails = relay.serial().is_none() && !relay.is_finished();
                     relay.handle_create_failed("nack");
+                    if fails {
+                        // Only the replacement create, born failed, may follow.
+                        let replacement: Vec<PublishOp> = std::iter::from_fn(|| relay.poll_op()).collect();
+                        prop_assert_eq!(replacement.len(), 1);
+                        prop_assert!(matches!(&replacement[0], PublishOp::Create(m) if m.header(headers::STATUS) == Some("failed")));
+                        create_failed = true;
+                    }
                 }
                 Call::AppendFailed => relay.handle_append_failed(now),
                 Call::Timeout => relay.handle_timeout(now),
@@ -1155,10 +1172,7 @@ proptest! {
                 Call::Window(w) => relay.set_window(Duration::from_millis(w)),
             }
             while let Some(op) = relay.poll_op() {
-                prop_assert!(
-                    !create_failed || matches!(op, PublishOp::Create(_)),
-                    "{op:?} after a failed create"
-                );
+                prop_assert!(!create_failed, "{op:?} after a failed create");
                 ops.push(op);
             }
         }
@@ -1231,4 +1245,50 @@ fn escaped_text_is_measured_as_json() {
     last.id = Some(crate::ids::MessageId::new("pub0123abcd-123456:0"));
     let json = serde_json::to_string(&last).unwrap();
     assert!(json.len() <= limit, "{} > {limit}", json.len());
+}
+
+/// A server that counts more than we do refuses an append as too large: the answer ends
+/// `incomplete` with the text the channel holds (up to where that append started), and a
+/// refusal of that update cuts again, a bounded number of times.
+#[test]
+fn a_message_refused_as_too_large_ends_the_answer_incomplete_with_what_fits() {
+    let mut h = Harness::window(0);
+    h.event(0, &created());
+    h.event(1, &delta("m", "Hello "));
+    h.event(2, &delta("m", "wörld"));
+    h.relay.handle_too_large(ms(3), "Hello ".len());
+    h.drain();
+    assert_eq!(h.relay.status(), Status::Incomplete);
+    assert!(h.relay.is_finished());
+    let last = h.last();
+    assert_eq!(last.action, Some(MessageAction::UPDATE));
+    assert_eq!(last.data, Some(json!("Hello ")));
+    assert_eq!(last.header(headers::STATUS), Some("incomplete"));
+    assert_eq!(last.header(headers::REASON), Some(MAX_MESSAGE_SIZE_REASON));
+    assert_eq!(last.header(headers::LENGTH), Some("6"));
+    // Later events change nothing.
+    h.event(4, &delta("m", "more"));
+    h.event(5, &completed());
+    h.drain();
+    assert_eq!(h.last().data, Some(json!("Hello ")));
+    // Each refusal of the update cuts again, up to the bound; then nothing more is sent.
+    let updates = |h: &Harness| {
+        h.transcript()
+            .iter()
+            .filter(|t| t.starts_with("update"))
+            .count()
+    };
+    let before = updates(&h);
+    for _ in 1..=MAX_SIZE_CUTS {
+        let fits = h.relay.text().len() / 2;
+        h.relay.handle_too_large(ms(6), fits);
+        h.drain();
+    }
+    assert_eq!(
+        updates(&h),
+        before + usize::from(MAX_SIZE_CUTS) - 1,
+        "{:?}",
+        h.transcript()
+    );
+    assert_eq!(h.last().data, Some(json!("H")));
 }

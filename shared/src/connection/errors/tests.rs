@@ -43,3 +43,27 @@ fn rtn17f1_only_500_to_504_statuses_ask_for_a_fallback_host() {
     assert!(!wants_fallback(&err(DISCONNECTED, 505)));
     assert!(!wants_fallback(&ErrorInfo::default()));
 }
+
+#[test]
+fn too_large_is_40009_or_sockudos_40000_with_its_size_text() {
+    assert!(is_too_large(&ErrorInfo::new(
+        40009,
+        413,
+        "Message too large"
+    )));
+    assert!(is_too_large(&ErrorInfo::new(
+        40000,
+        400,
+        "Failed to publish message 0: invalid input: message exceeds 65536 bytes"
+    )));
+    assert!(!is_too_large(&ErrorInfo::new(
+        40000,
+        400,
+        "invalid input: message.id was already used with a different payload"
+    )));
+    assert!(!is_too_large(&ErrorInfo::new(
+        93002,
+        400,
+        "too large a request"
+    )));
+}
