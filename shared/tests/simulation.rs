@@ -11,7 +11,8 @@ fn env_u64(name: &str) -> Option<u64> {
 
 fn faults() -> Faults {
     match std::env::var("SIM_FAULTS") {
-        Ok(list) => Faults::parse(&list).unwrap_or_else(|name| panic!("unknown fault class `{name}` in SIM_FAULTS")),
+        Ok(list) => Faults::parse(&list)
+            .unwrap_or_else(|name| panic!("unknown fault class `{name}` in SIM_FAULTS")),
         Err(_) => Faults::ALL,
     }
 }
@@ -26,7 +27,9 @@ fn seeds() -> std::ops::Range<u64> {
 /// Runs `seeds` and fails with a report of every failing seed, the shortest trace in full.
 fn run_all(seeds: std::ops::Range<u64>, faults: Faults) {
     let total = seeds.end - seeds.start;
-    let failures: Vec<Box<Failure>> = seeds.filter_map(|seed| sim::run(seed, faults).err()).collect();
+    let failures: Vec<Box<Failure>> = seeds
+        .filter_map(|seed| sim::run(seed, faults).err())
+        .collect();
     if failures.is_empty() {
         return;
     }
@@ -60,9 +63,15 @@ fn the_same_seed_replays_the_same_schedule() {
         let first = sim::run(seed, Faults::ALL);
         let second = sim::run(seed, Faults::ALL);
         match (first, second) {
-            (Ok(a), Ok(b)) => assert_eq!((a.sim_ms, a.frames, a.steps), (b.sim_ms, b.frames, b.steps)),
+            (Ok(a), Ok(b)) => {
+                assert_eq!((a.sim_ms, a.frames, a.steps), (b.sim_ms, b.frames, b.steps))
+            }
             (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
-            (a, b) => panic!("seed {seed} went two ways: {:?} / {:?}", a.is_ok(), b.is_ok()),
+            (a, b) => panic!(
+                "seed {seed} went two ways: {:?} / {:?}",
+                a.is_ok(),
+                b.is_ok()
+            ),
         }
     }
 }

@@ -40,7 +40,13 @@ impl fmt::Display for Violation {
 }
 
 /// Property 1, after a delivery touched `serial` in `viewer`.
-pub(super) fn prefix(now: Instant, index: usize, viewer: &Viewer, serial: &Serial, models: &[ModelAnswer]) -> Option<Violation> {
+pub(super) fn prefix(
+    now: Instant,
+    index: usize,
+    viewer: &Viewer,
+    serial: &Serial,
+    models: &[ModelAnswer],
+) -> Option<Violation> {
     let answer = viewer.assembler.answer(serial)?;
     let violation = |what: String| Violation {
         at: now,
@@ -52,7 +58,10 @@ pub(super) fn prefix(now: Instant, index: usize, viewer: &Viewer, serial: &Seria
         .header(headers::PROMPT)
         .and_then(|p| models.iter().find(|m| m.prompt == p))
     else {
-        return Some(violation(format!("answer without a known prompt header: {:?}", answer.headers())));
+        return Some(violation(format!(
+            "answer without a known prompt header: {:?}",
+            answer.headers()
+        )));
     };
     if viewer.is_exempt(serial) || model.text.starts_with(answer.text()) {
         return None;
@@ -69,7 +78,12 @@ pub(super) fn prefix(now: Instant, index: usize, viewer: &Viewer, serial: &Seria
 }
 
 /// Property 2 for one viewer, at quiescence.
-pub(super) fn final_viewer(now: Instant, index: usize, viewer: &Viewer, models: &[ModelAnswer]) -> Option<Violation> {
+pub(super) fn final_viewer(
+    now: Instant,
+    index: usize,
+    viewer: &Viewer,
+    models: &[ModelAnswer],
+) -> Option<Violation> {
     for model in models {
         let found = viewer
             .assembler
@@ -102,18 +116,32 @@ pub(super) fn final_viewer(now: Instant, index: usize, viewer: &Viewer, models: 
 }
 
 /// Property 2 for the service's history, at quiescence.
-pub(super) fn final_history(now: Instant, history: &[Message], models: &[ModelAnswer]) -> Option<Violation> {
+pub(super) fn final_history(
+    now: Instant,
+    history: &[Message],
+    models: &[ModelAnswer],
+) -> Option<Violation> {
     for model in models {
         let found = history
             .iter()
             .find(|m| m.header(headers::PROMPT) == Some(model.prompt.as_str()));
         let what = match found {
             None => Some(format!("history has no answer for {}", model.prompt)),
-            Some(m) if m.text().ok().as_deref() != Some(model.text.as_str()) => {
-                Some(format!("history's text of {} differs from the model's", model.prompt))
-            }
-            Some(m) if !m.header(headers::STATUS).and_then(Status::parse).is_some_and(Status::is_terminal) => {
-                Some(format!("history's {} has status {:?}", model.prompt, m.header(headers::STATUS)))
+            Some(m) if m.text().ok().as_deref() != Some(model.text.as_str()) => Some(format!(
+                "history's text of {} differs from the model's",
+                model.prompt
+            )),
+            Some(m)
+                if !m
+                    .header(headers::STATUS)
+                    .and_then(Status::parse)
+                    .is_some_and(Status::is_terminal) =>
+            {
+                Some(format!(
+                    "history's {} has status {:?}",
+                    model.prompt,
+                    m.header(headers::STATUS)
+                ))
             }
             Some(_) => None,
         };

@@ -105,7 +105,11 @@ pub struct Failure {
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "seed {} (faults {}) failed: {}", self.seed, self.faults, self.violation)?;
+        writeln!(
+            f,
+            "seed {} (faults {}) failed: {}",
+            self.seed, self.faults, self.violation
+        )?;
         writeln!(f, "plan: {}", self.plan)?;
         writeln!(f, "replay: SIM_SEED={} SIM_FAULTS={} cargo test -p shared --features testkit --test simulation", self.seed, self.faults)?;
         write!(f, "trace:\n{}", self.trace)

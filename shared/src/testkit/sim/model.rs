@@ -11,8 +11,26 @@ use super::rng::SimRng;
 /// Words the answers are made of: ASCII, accents, CJK, an emoji and a newline, so that byte
 /// lengths and char boundaries differ.
 const WORDS: &[&str] = &[
-    "the", "relay", "streams", "tokens", "over", "Ably", "café", "naïve", "日本語", "🚀", "and",
-    "messages", "append", "—", "serial", "\n", "résumé", "ok", "a", "Ünïcödé",
+    "the",
+    "relay",
+    "streams",
+    "tokens",
+    "over",
+    "Ably",
+    "café",
+    "naïve",
+    "日本語",
+    "🚀",
+    "and",
+    "messages",
+    "append",
+    "—",
+    "serial",
+    "\n",
+    "résumé",
+    "ok",
+    "a",
+    "Ünïcödé",
 ];
 
 /// One answer as the model streams it.
@@ -57,10 +75,16 @@ impl ModelAnswer {
         let at = |item: &str| json!({"item_id": item, "output_index": 0, "content_index": 0});
         let mut raw: Vec<(u64, Value)> = Vec::new();
         let mut t = start;
-        raw.push((t, json!({"type": "response.created", "response": response("in_progress", json!([]))})));
+        raw.push((
+            t,
+            json!({"type": "response.created", "response": response("in_progress", json!([]))}),
+        ));
         t += rng.range(0, 40);
-        raw.push((t, json!({"type": "response.output_item.added", "output_index": 0,
-                            "item": message("in_progress", json!([]))})));
+        raw.push((
+            t,
+            json!({"type": "response.output_item.added", "output_index": 0,
+                            "item": message("in_progress", json!([]))}),
+        ));
         let mut part = at(&item_id);
         part["type"] = json!("response.content_part.added");
         part["part"] = json!({"type": "output_text", "text": ""});
@@ -83,8 +107,11 @@ impl ModelAnswer {
         part_done["part"] = json!({"type": "output_text", "text": text});
         raw.push((t, part_done));
         let content = json!([{"type": "output_text", "text": text}]);
-        raw.push((t, json!({"type": "response.output_item.done", "output_index": 0,
-                            "item": message("completed", content.clone())})));
+        raw.push((
+            t,
+            json!({"type": "response.output_item.done", "output_index": 0,
+                            "item": message("completed", content.clone())}),
+        ));
         raw.push((t, json!({"type": "response.completed",
                             "response": response("completed", json!([message("completed", content)]))})));
         let events = raw

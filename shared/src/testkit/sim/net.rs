@@ -13,6 +13,8 @@ use super::rng::SimRng;
 pub(super) struct LinkId(pub(super) usize);
 
 /// What travels from a client to the service.
+// Frames move once through a short queue; boxing them would only add allocations.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub(super) enum Up {
     /// The WebSocket handshake, with the connect URL.
@@ -23,6 +25,7 @@ pub(super) enum Up {
 }
 
 /// What travels from the service to a client.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub(super) enum Down {
     Frame(ProtocolMessage),
@@ -58,7 +61,13 @@ pub(super) struct Cut {
 
 impl Net {
     /// Opens a link for `client`; the handshake reaches the service after the latency.
-    pub(super) fn open(&mut self, rng: &mut SimRng, now: Instant, client: usize, url: String) -> LinkId {
+    pub(super) fn open(
+        &mut self,
+        rng: &mut SimRng,
+        now: Instant,
+        client: usize,
+        url: String,
+    ) -> LinkId {
         let latency_up = rng.range(1, 25);
         let latency_down = rng.range(1, 25);
         let mut link = Link {
@@ -69,8 +78,7 @@ impl Net {
             latency_down,
             dead: false,
         };
-        link.up
-            .push_back((now + ms(latency_up), Up::Open(url)));
+        link.up.push_back((now + ms(latency_up), Up::Open(url)));
         self.links.push(link);
         LinkId(self.links.len() - 1)
     }
@@ -125,7 +133,13 @@ impl Net {
     /// Cuts `link`: in each direction a random prefix of the frames in flight still arrives
     /// (none, some: inside a batch, or all), the rest is lost. The service notices soon after;
     /// the client too unless the cut is `silent`.
-    pub(super) fn cut(&mut self, rng: &mut SimRng, now: Instant, link: LinkId, silent: bool) -> Option<Cut> {
+    pub(super) fn cut(
+        &mut self,
+        rng: &mut SimRng,
+        now: Instant,
+        link: LinkId,
+        silent: bool,
+    ) -> Option<Cut> {
         let l = self.links.get_mut(link.0).filter(|l| !l.dead)?;
         l.dead = true;
         let in_up = l.up.len();
@@ -152,14 +166,21 @@ impl Net {
     pub(super) fn next_arrival(&self) -> Option<Instant> {
         self.links
             .iter()
-            .flat_map(|l| [l.up.front().map(|(t, _)| *t), l.down.front().map(|(t, _)| *t)])
+            .flat_map(|l| {
+                [
+                    l.up.front().map(|(t, _)| *t),
+                    l.down.front().map(|(t, _)| *t),
+                ]
+            })
             .flatten()
             .min()
     }
 
     /// Whether anything is in flight on any link.
     pub(super) fn is_idle(&self) -> bool {
-        self.links.iter().all(|l| l.up.is_empty() && l.down.is_empty())
+        self.links
+            .iter()
+            .all(|l| l.up.is_empty() && l.down.is_empty())
     }
 
     /// The next item due at `now` towards the service, lowest link first.

@@ -31,7 +31,8 @@ impl Faults {
     pub const CONFLATION: Self = Self(1 << 7);
     /// Viewers that join while answers stream, with rewind.
     pub const LATE_JOINS: Self = Self(1 << 8);
-    /// History read on first attach and after a continuity loss, racing live appends.
+    /// History reads (on first attach and after a continuity loss, as the page does them)
+    /// served and returned with delays, so they race live appends.
     pub const HISTORY_RACE: Self = Self(1 << 9);
     /// Viewer tokens that expire (DISCONNECTED or ERROR 40142).
     pub const TOKEN_EXPIRY: Self = Self(1 << 10);
@@ -142,10 +143,9 @@ pub(super) struct Plan {
     pub(super) rewind: Rewind,
     /// Viewer token lifetime (ms), if tokens expire.
     pub(super) token_ttl: Option<u64>,
-    /// Whether a viewer reads history on its first attach, as the page does.
-    pub(super) history_on_attach: bool,
-    /// Whether a viewer reads history after a continuity loss, as the page does.
-    pub(super) history_on_loss: bool,
+    /// The longest a history read takes to be served and to come back (ms each way); 0
+    /// reads history at the instant it is asked for.
+    pub(super) history_delay: u64,
     /// Whether frames travel as JSON text through the codec (slower; every fourth seed).
     pub(super) wire_json: bool,
 }
@@ -198,9 +198,8 @@ impl Plan {
             conflate_ms: u64::from(conflate),
             rewind,
             token_ttl: (token > 0).then_some(u64::from(token)),
-            history_on_attach: history && rng.chance(700),
-            history_on_loss: history,
-            wire_json: seed % 4 == 0,
+            history_delay: if history { rng.range(20, 200) } else { 0 },
+            wire_json: seed.is_multiple_of(4),
         }
     }
 }
@@ -211,7 +210,7 @@ impl fmt::Display for Plan {
             f,
             "answers={} viewers={} window={}ms cut={} silent={} resume_fail={} attach_loss={} \
              replay_defer={} ({}..{}ms) hold_ack={} nack={} skip_ack={} conflate={}ms rewind={:?} \
-             token_ttl={:?} history(attach={}, loss={}) late_joins={} json={}",
+             token_ttl={:?} history_delay={}ms late_joins={} json={}",
             self.answers,
             self.viewers,
             self.window_ms,
@@ -228,8 +227,7 @@ impl fmt::Display for Plan {
             self.conflate_ms,
             self.rewind,
             self.token_ttl,
-            self.history_on_attach,
-            self.history_on_loss,
+            self.history_delay,
             self.late_join_until > 0,
             self.wire_json,
         )

@@ -12,6 +12,7 @@ use crate::protocol::{ErrorInfo, Message};
 use crate::relay::{PublishOp, Relay, RelayConfig};
 use crate::time::Instant;
 
+use super::model::ModelAnswer;
 use super::trace::{clip, short, Actor, Trace};
 
 /// How often a refused final update is published again.
@@ -47,19 +48,27 @@ pub(super) struct Publisher {
 }
 
 impl Publisher {
-    /// A publisher of `answers` (start instant and events each) on `channel`.
-    pub(super) fn new(conn: Connection, channel: ChannelName, window_ms: u64, answers: Vec<(Instant, Vec<(Instant, StreamEvent)>, String)>) -> Self {
+    /// A publisher of the model's `answers` on `channel`, each starting at its first event.
+    pub(super) fn new(
+        conn: Connection,
+        channel: ChannelName,
+        window_ms: u64,
+        answers: &[ModelAnswer],
+    ) -> Self {
         let runs = answers
-            .into_iter()
-            .map(|(start, events, prompt)| Run {
+            .iter()
+            .map(|answer| Run {
                 relay: Relay::new(RelayConfig {
                     window: std::time::Duration::from_millis(window_ms),
                     source: "replay".to_owned(),
-                    prompt: Some(Serial::new(prompt)),
+                    prompt: Some(Serial::new(answer.prompt.clone())),
                     max_message_size: Some(65_536),
                 }),
-                events: events.into(),
-                start,
+                events: answer.events.iter().cloned().collect(),
+                start: answer
+                    .events
+                    .first()
+                    .map_or(Instant::default(), |(at, _)| *at),
                 started: false,
                 last_update: None,
                 update_resends: 0,
@@ -146,15 +155,27 @@ impl Publisher {
                 run.last_update = Some(message.clone());
                 run.update_resends = 0;
             }
-            trace.note(now, Actor::Publisher, message.serial.as_ref(), format!(
-                "answer {index} publishes {kind:?} {}",
-                clip(message.data.as_ref().and_then(|d| d.as_str()).unwrap_or(""))
-            ));
+            trace.note(
+                now,
+                Actor::Publisher,
+                message.serial.as_ref(),
+                format!(
+                    "answer {index} publishes {kind:?} {}",
+                    clip(message.data.as_ref().and_then(|d| d.as_str()).unwrap_or(""))
+                ),
+            );
             self.send(now, index, kind, message, trace);
         }
     }
 
-    fn send(&mut self, now: Instant, index: usize, kind: Kind, message: Message, trace: &mut Trace) {
+    fn send(
+        &mut self,
+        now: Instant,
+        index: usize,
+        kind: Kind,
+        message: Message,
+        trace: &mut Trace,
+    ) {
         match self.conn.publish(now, &self.channel, vec![message]) {
             Ok(id) => {
                 self.pending.insert(id, (index, kind));
@@ -163,38 +184,69 @@ impl Publisher {
         }
     }
 
-    fn settle(&mut self, now: Instant, index: usize, kind: Kind, outcome: PublishOutcome, trace: &mut Trace) {
+    fn settle(
+        &mut self,
+        now: Instant,
+        index: usize,
+        kind: Kind,
+        outcome: PublishOutcome,
+        trace: &mut Trace,
+    ) {
         let Some(run) = self.runs.get_mut(index) else {
             return;
         };
         match (kind, outcome) {
             (Kind::Create, Ok(serials)) => match serials.into_iter().next().flatten() {
                 Some(serial) => {
-                    trace.note(now, Actor::Publisher, Some(&serial), format!("answer {index} created as {}", short(&serial)));
+                    trace.note(
+                        now,
+                        Actor::Publisher,
+                        Some(&serial),
+                        format!("answer {index} created as {}", short(&serial)),
+                    );
                     run.relay.handle_created(now, serial);
                 }
                 None => {
-                    run.relay.handle_create_failed("the create's ACK carried no serial");
-                    self.problems.push(format!("answer {index}: create ACK without serial"));
+                    run.relay
+                        .handle_create_failed("the create's ACK carried no serial");
+                    self.problems
+                        .push(format!("answer {index}: create ACK without serial"));
                 }
             },
             (Kind::Create, Err(err)) => {
                 run.relay.handle_create_failed(&err.message);
-                self.problems.push(format!("answer {index}: create refused: {err}"));
+                self.problems
+                    .push(format!("answer {index}: create refused: {err}"));
             }
             (Kind::Append, Err(err)) => {
-                trace.note(now, Actor::Publisher, run.relay.serial(), format!("answer {index}: append refused ({}), repairing", err.code));
+                trace.note(
+                    now,
+                    Actor::Publisher,
+                    run.relay.serial(),
+                    format!("answer {index}: append refused ({}), repairing", err.code),
+                );
                 run.relay.handle_append_failed(now);
             }
-            (Kind::Update, Err(err)) if worth_resending(&err) && run.update_resends < UPDATE_RESENDS => {
+            (Kind::Update, Err(err))
+                if worth_resending(&err) && run.update_resends < UPDATE_RESENDS =>
+            {
                 if let Some(update) = run.last_update.clone() {
                     run.update_resends += 1;
-                    trace.note(now, Actor::Publisher, run.relay.serial(), format!("answer {index}: update refused ({}), sending it again", err.code));
+                    trace.note(
+                        now,
+                        Actor::Publisher,
+                        run.relay.serial(),
+                        format!(
+                            "answer {index}: update refused ({}), sending it again",
+                            err.code
+                        ),
+                    );
                     self.send(now, index, Kind::Update, update, trace);
                 }
             }
             (Kind::Update, Err(err)) => {
-                self.problems.push(format!("answer {index}: update refused: {err}"));
+                self.problems
+                    .push(format!("answer {index}: update refused: {err}"));
             }
             (Kind::Append | Kind::Update, Ok(_)) => {}
         }
@@ -206,5 +258,7 @@ impl Publisher {
 fn worth_resending(err: &ErrorInfo) -> bool {
     const APPENDS_NOT_ENABLED: u32 = 93002;
     const MESSAGE_TOO_LARGE: u32 = 40009;
-    !((40100..40200).contains(&err.code) || err.code == APPENDS_NOT_ENABLED || err.code == MESSAGE_TOO_LARGE)
+    !((40100..40200).contains(&err.code)
+        || err.code == APPENDS_NOT_ENABLED
+        || err.code == MESSAGE_TOO_LARGE)
 }

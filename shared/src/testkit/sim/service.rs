@@ -191,7 +191,15 @@ impl Service {
         self.held = later;
         for (_, link, frame) in due {
             if self.links.contains_key(&link) {
-                trace.note(now, Actor::Service, None, format!("late ACK released: msgSerial {}", frame.msg_serial.map_or(0, |m| m.0)));
+                trace.note(
+                    now,
+                    Actor::Service,
+                    None,
+                    format!(
+                        "late ACK released: msgSerial {}",
+                        frame.msg_serial.map_or(0, |m| m.0)
+                    ),
+                );
                 self.enqueue(now, link, frame);
             }
         }
@@ -204,7 +212,12 @@ impl Service {
                 continue;
             }
             let end = self.log.len();
-            trace.note(now, Actor::Service, None, format!("deferred replay of positions {}..{end}", replay.from));
+            trace.note(
+                now,
+                Actor::Service,
+                None,
+                format!("deferred replay of positions {}..{end}", replay.from),
+            );
             for index in replay.from..end {
                 let frame = self.delivery(index, &mut replay.seen);
                 self.enqueue(now, replay.link, frame);
@@ -218,7 +231,15 @@ impl Service {
                 .filter_map(|c| c.link)
                 .collect();
             for link in expired {
-                trace.note(now, Actor::Service, None, format!("token expired on link {}: DISCONNECTED {TOKEN_EXPIRED}", link.0));
+                trace.note(
+                    now,
+                    Actor::Service,
+                    None,
+                    format!(
+                        "token expired on link {}: DISCONNECTED {TOKEN_EXPIRED}",
+                        link.0
+                    ),
+                );
                 let frame = ProtocolMessage {
                     error: Some(ErrorInfo::new(TOKEN_EXPIRED, 401, "Token expired")),
                     ..ProtocolMessage::new(Action::DISCONNECTED)
@@ -244,7 +265,11 @@ impl Service {
         let held = self.held.iter().map(|(at, _, _)| *at).min();
         let deferred = self.deferred.iter().map(|d| d.at).min();
         let flush = self.links.values().filter_map(|o| o.flush_at).min();
-        let heartbeat = self.links.values().map(|o| o.last_sent + ms(MAX_IDLE_MS)).min();
+        let heartbeat = self
+            .links
+            .values()
+            .map(|o| o.last_sent + ms(MAX_IDLE_MS))
+            .min();
         let tokens = self
             .conns
             .values()
@@ -279,11 +304,23 @@ impl Service {
 
     fn on_open(&mut self, now: Instant, link: LinkId, url: &str, trace: &mut Trace) {
         let query = parse_query(url);
-        let token = query.iter().find(|(k, _)| k == "access_token").map(|(_, v)| v.clone());
+        let token = query
+            .iter()
+            .find(|(k, _)| k == "access_token")
+            .map(|(_, v)| v.clone());
         let expires = token.as_deref().and_then(token_expiry);
         if self.faults_on && expires.is_some_and(|t| t <= now) {
-            trace.note(now, Actor::Service, None, format!("link {}: connect with an expired token: ERROR {TOKEN_EXPIRED}", link.0));
-            self.links.insert(link, Outbound::new(ConnectionId::new("-"), now));
+            trace.note(
+                now,
+                Actor::Service,
+                None,
+                format!(
+                    "link {}: connect with an expired token: ERROR {TOKEN_EXPIRED}",
+                    link.0
+                ),
+            );
+            self.links
+                .insert(link, Outbound::new(ConnectionId::new("-"), now));
             let frame = ProtocolMessage {
                 error: Some(ErrorInfo::new(TOKEN_EXPIRED, 401, "Token expired")),
                 ..ProtocolMessage::new(Action::ERROR)
@@ -292,14 +329,18 @@ impl Service {
             self.close_link(now, link);
             return;
         }
-        let resume = query.iter().find(|(k, _)| k == "resume").map(|(_, v)| ConnectionKey::new(v.clone()));
+        let resume = query
+            .iter()
+            .find(|(k, _)| k == "resume")
+            .map(|(_, v)| ConnectionKey::new(v.clone()));
         let known = resume.as_ref().and_then(|k| self.keys.get(k)).cloned();
         let resumable = known.clone().filter(|id| {
             self.conns.get(id).is_some_and(|c| {
                 c.link.is_some() || c.lost_at.is_some_and(|at| at + ms(STATE_TTL_MS) > now)
             })
         });
-        let refused = resumable.is_some() && self.faults_on && self.rng.chance(self.plan.resume_fail);
+        let refused =
+            resumable.is_some() && self.faults_on && self.rng.chance(self.plan.resume_fail);
         let mut error = None;
         let id = match resumable.filter(|_| !refused) {
             Some(id) => {
@@ -361,8 +402,14 @@ impl Service {
             match (&error, refused) {
                 (None, _) if resume.is_some() => format!("link {}: resumed {}", link.0, id),
                 (None, _) => format!("link {}: new connection {}", link.0, id),
-                (Some(_), true) => format!("link {}: resume REFUSED (fault) → new {id}, {CONNECTION_EXPIRED}", link.0),
-                (Some(_), false) => format!("link {}: resume impossible → new {id}, {CONNECTION_EXPIRED}", link.0),
+                (Some(_), true) => format!(
+                    "link {}: resume REFUSED (fault) → new {id}, {CONNECTION_EXPIRED}",
+                    link.0
+                ),
+                (Some(_), false) => format!(
+                    "link {}: resume impossible → new {id}, {CONNECTION_EXPIRED}",
+                    link.0
+                ),
             },
         );
         self.links.insert(link, Outbound::new(id, now));
@@ -421,7 +468,11 @@ impl Service {
         let Some(out) = self.links.remove(&link) else {
             return;
         };
-        if let Some(conn) = self.conns.get_mut(&out.conn).filter(|c| c.link == Some(link)) {
+        if let Some(conn) = self
+            .conns
+            .get_mut(&out.conn)
+            .filter(|c| c.link == Some(link))
+        {
             conn.link = None;
             conn.lost_at = Some(now);
             if let Some(att) = &mut conn.attachment {
@@ -443,24 +494,47 @@ impl Service {
 
     // ----- channel ----------------------------------------------------------------------
 
-    fn on_attach(&mut self, now: Instant, link: LinkId, conn_id: &ConnectionId, frame: &ProtocolMessage, trace: &mut Trace) {
+    fn on_attach(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        conn_id: &ConnectionId,
+        frame: &ProtocolMessage,
+        trace: &mut Trace,
+    ) {
         let position = self.log.len();
         let requested = frame
             .channel_serial
             .as_ref()
             .and_then(parse_position)
             .filter(|p| *p <= position);
-        let has_attachment = self.conns.get(conn_id).is_some_and(|c| c.attachment.is_some());
+        let has_attachment = self
+            .conns
+            .get(conn_id)
+            .is_some_and(|c| c.attachment.is_some());
         let mut resumable = requested.is_some() && has_attachment;
         if resumable && self.faults_on && self.rng.chance(self.plan.attach_loss) {
-            trace.note(now, Actor::Service, None, format!("link {}: cannot serve channelSerial (fault): ATTACHED without RESUMED", link.0));
+            trace.note(
+                now,
+                Actor::Service,
+                None,
+                format!(
+                    "link {}: cannot serve channelSerial (fault): ATTACHED without RESUMED",
+                    link.0
+                ),
+            );
             resumable = false;
         }
         match requested.filter(|_| resumable) {
             Some(from) => self.resume_attachment(now, link, conn_id, from, trace),
             None if frame.channel_serial.is_some() => {
                 self.set_attachment(conn_id, position, BTreeSet::new());
-                trace.note(now, Actor::Service, None, format!("link {}: ATTACHED (continuity lost) at {position}", link.0));
+                trace.note(
+                    now,
+                    Actor::Service,
+                    None,
+                    format!("link {}: ATTACHED (continuity lost) at {position}", link.0),
+                );
                 let reply = attached_frame(&self.channel, position, 0);
                 self.enqueue(now, link, reply);
             }
@@ -475,8 +549,22 @@ impl Service {
                 let skip = self.messages.len().saturating_sub(wanted);
                 let backlog: Vec<Serial> = self.messages.keys().skip(skip).cloned().collect();
                 self.set_attachment(conn_id, position, backlog.iter().cloned().collect());
-                let flags = if backlog.is_empty() { 0 } else { Flags::HAS_BACKLOG };
-                trace.note(now, Actor::Service, None, format!("link {}: ATTACHED fresh at {position}, rewind {} messages ({:?})", link.0, backlog.len(), self.plan.rewind));
+                let flags = if backlog.is_empty() {
+                    0
+                } else {
+                    Flags::HAS_BACKLOG
+                };
+                trace.note(
+                    now,
+                    Actor::Service,
+                    None,
+                    format!(
+                        "link {}: ATTACHED fresh at {position}, rewind {} messages ({:?})",
+                        link.0,
+                        backlog.len(),
+                        self.plan.rewind
+                    ),
+                );
                 let reply = attached_frame(&self.channel, position, flags);
                 self.enqueue(now, link, reply);
                 for serial in backlog {
@@ -491,11 +579,24 @@ impl Service {
 
     /// A re-attach the service can continue from position `from`: ATTACHED with RESUMED,
     /// then what the attachment missed, at once or (Sockudo's order) after live deliveries.
-    fn resume_attachment(&mut self, now: Instant, link: LinkId, conn_id: &ConnectionId, from: usize, trace: &mut Trace) {
+    fn resume_attachment(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        conn_id: &ConnectionId,
+        from: usize,
+        trace: &mut Trace,
+    ) {
         let position = self.log.len();
         let defer = from < position && self.faults_on && self.rng.chance(self.plan.replay_defer);
-        let delay = self.rng.range(self.plan.replay_defer_ms.0, self.plan.replay_defer_ms.1);
-        let Some(att) = self.conns.get_mut(conn_id).and_then(|c| c.attachment.as_mut()) else {
+        let delay = self
+            .rng
+            .range(self.plan.replay_defer_ms.0, self.plan.replay_defer_ms.1);
+        let Some(att) = self
+            .conns
+            .get_mut(conn_id)
+            .and_then(|c| c.attachment.as_mut())
+        else {
             return;
         };
         // The client has everything before `from`: its rewind and what this attachment
@@ -507,16 +608,36 @@ impl Service {
         }
         att.seen = seen.clone();
         att.active = true;
-        let backlog = if from < position { Flags::HAS_BACKLOG } else { 0 };
-        trace.note(now, Actor::Service, None, format!(
-            "link {}: ATTACHED RESUMED from position {from} (now {position}){}",
-            link.0,
-            if defer { format!(", replay deferred {delay}ms behind live") } else { String::new() }
-        ));
-        let reply = attached_frame(&self.channel, position, Flags::RESUMED | backlog);
+        let backlog = if from < position {
+            Flags::HAS_BACKLOG
+        } else {
+            0
+        };
+        trace.note(
+            now,
+            Actor::Service,
+            None,
+            format!(
+                "link {}: ATTACHED RESUMED from position {from} (now {position}){}",
+                link.0,
+                if defer {
+                    format!(", replay deferred {delay}ms behind live")
+                } else {
+                    String::new()
+                }
+            ),
+        );
+        // As Sockudo does, the ATTACHED names the position the client sent: if the replay
+        // after it is lost, the next re-attach asks for it again.
+        let reply = attached_frame(&self.channel, from, Flags::RESUMED | backlog);
         self.enqueue(now, link, reply);
         if defer {
-            self.deferred.push(Deferred { at: now + ms(delay), link, from, seen });
+            self.deferred.push(Deferred {
+                at: now + ms(delay),
+                link,
+                from,
+                seen,
+            });
         } else {
             for index in from..position {
                 let frame = self.delivery_for(conn_id, index);
@@ -526,7 +647,12 @@ impl Service {
     }
 
     /// Starts a new attachment for `conn_id` at `position`, having delivered `rewound`.
-    fn set_attachment(&mut self, conn_id: &ConnectionId, position: usize, rewound: BTreeSet<Serial>) {
+    fn set_attachment(
+        &mut self,
+        conn_id: &ConnectionId,
+        position: usize,
+        rewound: BTreeSet<Serial>,
+    ) {
         if let Some(conn) = self.conns.get_mut(conn_id) {
             conn.attachment = Some(Attachment {
                 active: true,
@@ -550,7 +676,14 @@ impl Service {
         }
     }
 
-    fn on_publish(&mut self, now: Instant, link: LinkId, conn_id: &ConnectionId, frame: ProtocolMessage, trace: &mut Trace) {
+    fn on_publish(
+        &mut self,
+        now: Instant,
+        link: LinkId,
+        conn_id: &ConnectionId,
+        frame: ProtocolMessage,
+        trace: &mut Trace,
+    ) {
         let Some(msg_serial) = frame.msg_serial else {
             return;
         };
@@ -560,7 +693,15 @@ impl Service {
             .and_then(|c| c.processed.get(&msg_serial.0))
             .cloned();
         if let Some(outcome) = known {
-            trace.note(now, Actor::Service, None, format!("msgSerial {} seen before on {conn_id}: same answer again", msg_serial.0));
+            trace.note(
+                now,
+                Actor::Service,
+                None,
+                format!(
+                    "msgSerial {} seen before on {conn_id}: same answer again",
+                    msg_serial.0
+                ),
+            );
             let reply = ack_frame(msg_serial.0, outcome);
             self.enqueue(now, link, reply);
             return;
@@ -571,18 +712,35 @@ impl Service {
         for msg in frame.messages.unwrap_or_default() {
             is_append |= msg.action() == MessageAction::APPEND;
             if let Some(done) = msg.id.as_ref().and_then(|id| self.ids.get(id)) {
-                trace.note(now, Actor::Service, msg.serial.as_ref(), format!("message id {} applied before: not applied again", msg.id.as_ref().map_or("", MessageId::as_str)));
+                trace.note(
+                    now,
+                    Actor::Service,
+                    msg.serial.as_ref(),
+                    format!(
+                        "message id {} applied before: not applied again",
+                        msg.id.as_ref().map_or("", MessageId::as_str)
+                    ),
+                );
                 serials.push(Some(done.clone()));
                 continue;
             }
             if self.faults_on && self.should_nack(&msg) {
-                trace.note(now, Actor::Service, msg.serial.as_ref(), format!(
-                    "NACK {INTERNAL_ERROR} (fault) msgSerial {} {:?} {}",
-                    msg_serial.0,
-                    msg.action(),
-                    clip(msg.data.as_ref().and_then(Value::as_str).unwrap_or(""))
+                trace.note(
+                    now,
+                    Actor::Service,
+                    msg.serial.as_ref(),
+                    format!(
+                        "NACK {INTERNAL_ERROR} (fault) msgSerial {} {:?} {}",
+                        msg_serial.0,
+                        msg.action(),
+                        clip(msg.data.as_ref().and_then(Value::as_str).unwrap_or(""))
+                    ),
+                );
+                error = Some(ErrorInfo::new(
+                    INTERNAL_ERROR,
+                    500,
+                    "simulated failure to process the message",
                 ));
-                error = Some(ErrorInfo::new(INTERNAL_ERROR, 500, "simulated failure to process the message"));
                 break;
             }
             let id = msg.id.clone();
@@ -610,7 +768,12 @@ impl Service {
         let ok = outcome.is_ok();
         let reply = ack_frame(msg_serial.0, outcome);
         if ok && is_append && self.faults_on && self.rng.chance(self.plan.skip_ack) {
-            trace.note(now, Actor::Service, None, format!("ACK for msgSerial {} never sent (fault)", msg_serial.0));
+            trace.note(
+                now,
+                Actor::Service,
+                None,
+                format!("ACK for msgSerial {} never sent (fault)", msg_serial.0),
+            );
         } else if ok && self.faults_on && self.rng.chance(self.plan.hold_ack) {
             let at = now + ms(self.rng.range(1, 300));
             self.held.push((at, link, reply));
@@ -669,15 +832,18 @@ impl Service {
             .serial
             .clone()
             .ok_or_else(|| ErrorInfo::new(INVALID_REQUEST, 400, "message lacks a serial"))?;
-        let mut next = self
-            .messages
-            .get(&serial)
-            .cloned()
-            .ok_or_else(|| ErrorInfo::new(UNKNOWN_SERIAL, 404, format!("no message {serial}")))?;
+        let mut next =
+            self.messages.get(&serial).cloned().ok_or_else(|| {
+                ErrorInfo::new(UNKNOWN_SERIAL, 404, format!("no message {serial}"))
+            })?;
         let kind = match action {
             MessageAction::APPEND => {
                 let (Some(base), Some(fragment)) = (text_of(&next), text_of(&msg)) else {
-                    return Err(ErrorInfo::new(INVALID_REQUEST, 400, "only text can be appended"));
+                    return Err(ErrorInfo::new(
+                        INVALID_REQUEST,
+                        400,
+                        "only text can be appended",
+                    ));
                 };
                 next.data = Some(Value::String(format!("{base}{fragment}")));
                 EntryKind::Append
@@ -693,7 +859,11 @@ impl Service {
                 EntryKind::Update
             }
             other => {
-                return Err(ErrorInfo::new(INVALID_REQUEST, 400, format!("cannot publish {other:?}")));
+                return Err(ErrorInfo::new(
+                    INVALID_REQUEST,
+                    400,
+                    format!("cannot publish {other:?}"),
+                ));
             }
         };
         if msg.extras.is_some() {
@@ -743,7 +913,15 @@ impl Service {
             if !self.conflate(link, &frame) {
                 self.enqueue(now, link, frame);
             } else if let Some(serial) = self.log.get(index).map(|e| e.serial.clone()) {
-                trace.note(now, Actor::Service, Some(&serial), format!("conflated an append into the buffered one on link {}", link.0));
+                trace.note(
+                    now,
+                    Actor::Service,
+                    Some(&serial),
+                    format!(
+                        "conflated an append into the buffered one on link {}",
+                        link.0
+                    ),
+                );
             }
         }
     }
@@ -792,7 +970,11 @@ impl Service {
             .map(|a| std::mem::take(&mut a.seen))
             .unwrap_or_default();
         let frame = self.delivery(index, &mut seen);
-        if let Some(att) = self.conns.get_mut(conn_id).and_then(|c| c.attachment.as_mut()) {
+        if let Some(att) = self
+            .conns
+            .get_mut(conn_id)
+            .and_then(|c| c.attachment.as_mut())
+        {
             att.seen = seen;
         }
         frame
@@ -826,7 +1008,11 @@ impl Service {
     }
 
     fn enqueue(&mut self, now: Instant, link: LinkId, frame: ProtocolMessage) {
-        let wait = if self.faults_on { self.plan.conflate_ms } else { 0 };
+        let wait = if self.faults_on {
+            self.plan.conflate_ms
+        } else {
+            0
+        };
         if let Some(out) = self.links.get_mut(&link) {
             out.frames.push(frame);
             if out.flush_at.is_none() {
@@ -915,7 +1101,10 @@ fn parse_position(serial: &ChannelSerial) -> Option<usize> {
 
 /// The token format the simulation's viewers use: `tok-<viewer>-<n>-<expiry ms>`.
 pub(super) fn token(viewer: usize, n: u32, expires: Option<Instant>) -> String {
-    format!("tok-{viewer}-{n}-{}", expires.map_or(u64::MAX, Instant::as_millis))
+    format!(
+        "tok-{viewer}-{n}-{}",
+        expires.map_or(u64::MAX, Instant::as_millis)
+    )
 }
 
 fn token_expiry(token: &str) -> Option<Instant> {

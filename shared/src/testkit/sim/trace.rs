@@ -31,7 +31,13 @@ pub(super) struct Trace {
 
 impl Trace {
     /// Records one line.
-    pub(super) fn note(&mut self, at: Instant, actor: Actor, serial: Option<&Serial>, text: String) {
+    pub(super) fn note(
+        &mut self,
+        at: Instant,
+        actor: Actor,
+        serial: Option<&Serial>,
+        text: String,
+    ) {
         self.lines.push(Line {
             at,
             actor,
@@ -42,7 +48,12 @@ impl Trace {
 
     /// The lines about `viewer` and `serial` (and everything not about a particular viewer
     /// or answer: faults, the service's decisions), at most `max` of the latest.
-    pub(super) fn render(&self, viewer: Option<usize>, serial: Option<&Serial>, max: usize) -> String {
+    pub(super) fn render(
+        &self,
+        viewer: Option<usize>,
+        serial: Option<&Serial>,
+        max: usize,
+    ) -> String {
         let relevant: Vec<&Line> = self
             .lines
             .iter()

@@ -79,7 +79,13 @@ impl Viewer {
         let history = self
             .history
             .iter()
-            .map(|h| if h.snapshot.is_none() { h.snapshot_at } else { h.deliver_at })
+            .map(|h| {
+                if h.snapshot.is_none() {
+                    h.snapshot_at
+                } else {
+                    h.deliver_at
+                }
+            })
             .min();
         [join, self.renew_at, history].into_iter().flatten().min()
     }

@@ -105,14 +105,12 @@ impl World {
         );
         config.echo = false;
         config.jitter_seed = root.next_u64();
-        let answers = models
-            .iter()
-            .map(|m| {
-                let start = m.events.first().map_or(Instant::default(), |(at, _)| *at);
-                (start, m.events.clone(), m.prompt.clone())
-            })
-            .collect();
-        let publisher = Publisher::new(Connection::new(config), channel.clone(), plan.window_ms, answers);
+        let publisher = Publisher::new(
+            Connection::new(config),
+            channel.clone(),
+            plan.window_ms,
+            &models,
+        );
         let mut viewer_rng = root.fork();
         let viewers = (0..plan.viewers)
             .map(|v| {
@@ -121,7 +119,9 @@ impl World {
                 } else {
                     viewer_rng.range(0, plan.late_join_until)
                 };
-                let expires = plan.token_ttl.map(|ttl| Instant::from_millis(join_at + ttl));
+                let expires = plan
+                    .token_ttl
+                    .map(|ttl| Instant::from_millis(join_at + ttl));
                 let mut config = Config::new(
                     endpoint.clone(),
                     Auth::Token(service::token(v, 1, expires)),
@@ -133,15 +133,25 @@ impl World {
             .collect::<Vec<_>>();
         let service = Service::new(channel.clone(), plan.clone(), root.fork());
         let mut trace = Trace::default();
-        trace.note(Instant::default(), Actor::Net, None, format!("seed {seed}: {plan}"));
+        trace.note(
+            Instant::default(),
+            Actor::Net,
+            None,
+            format!("seed {seed}: {plan}"),
+        );
         for (i, m) in models.iter().enumerate() {
-            trace.note(Instant::default(), Actor::Publisher, None, format!(
-                "answer {i} ({}): {} events from {}ms, {} bytes",
-                m.prompt,
-                m.events.len(),
-                m.events.first().map_or(0, |(at, _)| at.as_millis()),
-                m.text.len()
-            ));
+            trace.note(
+                Instant::default(),
+                Actor::Publisher,
+                None,
+                format!(
+                    "answer {i} ({}): {} events from {}ms, {} bytes",
+                    m.prompt,
+                    m.events.len(),
+                    m.events.first().map_or(0, |(at, _)| at.as_millis()),
+                    m.text.len()
+                ),
+            );
         }
         Some(Self {
             now: Instant::default(),
@@ -174,14 +184,23 @@ impl World {
             if self.faults_on && self.now >= horizon {
                 self.faults_on = false;
                 self.service.stop_faults();
-                self.trace.note(self.now, Actor::Net, None, "fault horizon: no more faults".to_owned());
+                self.trace.note(
+                    self.now,
+                    Actor::Net,
+                    None,
+                    "fault horizon: no more faults".to_owned(),
+                );
             }
             if !self.faults_on && self.is_quiescent() {
                 self.final_checks();
                 return;
             }
             let Some(next) = self.next_deadline() else {
-                self.fail(None, None, "nothing is scheduled but the world has not quiesced".to_owned());
+                self.fail(
+                    None,
+                    None,
+                    "nothing is scheduled but the world has not quiesced".to_owned(),
+                );
                 return;
             };
             self.now = self.now.max(next);
@@ -195,7 +214,9 @@ impl World {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let horizon = self.faults_on.then(|| Instant::from_millis(self.plan.horizon));
+        let horizon = self
+            .faults_on
+            .then(|| Instant::from_millis(self.plan.horizon));
         let mut all = vec![
             horizon,
             self.net.next_arrival(),
@@ -222,15 +243,20 @@ impl World {
         for (_, link, silent) in due {
             if let Some(cut) = self.net.cut(&mut self.net_rng, now, link, silent) {
                 let who = self.net.client(link).map_or("?".to_owned(), client_name);
-                self.trace.note(now, Actor::Net, None, format!(
-                    "CUT link {} ({who}){}: up kept {} lost {}, down kept {} lost {}",
-                    link.0,
-                    if silent { " silently" } else { "" },
-                    cut.kept_up,
-                    cut.lost_up,
-                    cut.kept_down,
-                    cut.lost_down
-                ));
+                self.trace.note(
+                    now,
+                    Actor::Net,
+                    None,
+                    format!(
+                        "CUT link {} ({who}){}: up kept {} lost {}, down kept {} lost {}",
+                        link.0,
+                        if silent { " silently" } else { "" },
+                        cut.kept_up,
+                        cut.lost_up,
+                        cut.kept_down,
+                        cut.lost_down
+                    ),
+                );
             }
         }
         while let Some((link, item)) = self.net.pop_up(now) {
@@ -273,7 +299,12 @@ impl World {
         }
         for client in 0..self.links.len() {
             let joined = client == 0 || self.viewers.get(client - 1).is_some_and(|v| v.joined);
-            if joined && self.conn_mut(client).poll_timeout().is_some_and(|at| at <= now) {
+            if joined
+                && self
+                    .conn_mut(client)
+                    .poll_timeout()
+                    .is_some_and(|at| at <= now)
+            {
                 self.conn_mut(client).handle_timeout(now);
                 self.drain_client(client);
             }
@@ -295,7 +326,11 @@ impl World {
         match codec::encode(&frame).and_then(|text| codec::decode(&text)) {
             Ok(frame) => Some(frame),
             Err(err) => {
-                self.fail(None, None, format!("a frame did not survive the codec: {err}"));
+                self.fail(
+                    None,
+                    None,
+                    format!("a frame did not survive the codec: {err}"),
+                );
                 None
             }
         }
@@ -319,23 +354,36 @@ impl World {
             Action::HEARTBEAT | Action::ACK => return,
             other => {
                 let flags = frame.flags.map_or(0, |f| f.0 & 0xff);
-                self.trace.note(now, Actor::Viewer(v), None, format!(
-                    "<- {other:?} flags={flags:#x} {}{}",
-                    frame.channel_serial.as_ref().map_or("", |s| s.as_str()),
-                    frame.error.as_ref().map_or(String::new(), |e| format!(" error {}", e.code))
-                ));
+                self.trace.note(
+                    now,
+                    Actor::Viewer(v),
+                    None,
+                    format!(
+                        "<- {other:?} flags={flags:#x} {}{}",
+                        frame.channel_serial.as_ref().map_or("", |s| s.as_str()),
+                        frame
+                            .error
+                            .as_ref()
+                            .map_or(String::new(), |e| format!(" error {}", e.code))
+                    ),
+                );
                 return;
             }
         }
         for m in frame.messages.iter().flatten() {
-            self.trace.note(now, Actor::Viewer(v), m.serial.as_ref(), format!(
-                "<- {:?} {} v{} {} @{}",
-                m.action(),
-                m.serial.as_ref().map_or("-".to_owned(), short),
-                m.version_serial().map_or("-".to_owned(), short),
-                clip(&m.text().unwrap_or_default()),
-                frame.channel_serial.as_ref().map_or("", |s| s.as_str()),
-            ));
+            self.trace.note(
+                now,
+                Actor::Viewer(v),
+                m.serial.as_ref(),
+                format!(
+                    "<- {:?} {} v{} {} @{}",
+                    m.action(),
+                    m.serial.as_ref().map_or("-".to_owned(), short),
+                    m.version_serial().map_or("-".to_owned(), short),
+                    clip(&m.text().unwrap_or_default()),
+                    frame.channel_serial.as_ref().map_or("", |s| s.as_str()),
+                ),
+            );
         }
     }
 
@@ -357,7 +405,12 @@ impl World {
                         self.net.close_by_client(now, old);
                     }
                     let link = self.net.open(&mut self.net_rng, now, client, url);
-                    self.trace.note(now, client_actor(client), None, format!("opens link {}", link.0));
+                    self.trace.note(
+                        now,
+                        client_actor(client),
+                        None,
+                        format!("opens link {}", link.0),
+                    );
                     if let Some(slot) = self.links.get_mut(client) {
                         *slot = Some(link);
                     }
@@ -370,7 +423,12 @@ impl World {
                 }
                 Output::Transmit(Transmit::Close) => {
                     if let Some(old) = self.links.get_mut(client).and_then(Option::take) {
-                        self.trace.note(now, client_actor(client), None, format!("closes link {}", old.0));
+                        self.trace.note(
+                            now,
+                            client_actor(client),
+                            None,
+                            format!("closes link {}", old.0),
+                        );
                         self.net.close_by_client(now, old);
                     }
                 }
@@ -425,7 +483,11 @@ impl World {
                     return;
                 };
                 if let Err(err) = viewer.assembler.apply(&message) {
-                    self.fail(Some(v), message.serial.clone(), format!("the assembler refused a delivery: {err}"));
+                    self.fail(
+                        Some(v),
+                        message.serial.clone(),
+                        format!("the assembler refused a delivery: {err}"),
+                    );
                     return;
                 }
                 let Some(serial) = message.serial.clone() else {
@@ -436,11 +498,22 @@ impl World {
                 }
                 self.check_prefix(v, &serial);
             }
-            Event::ChannelStateChanged { current, previous, resumed, reason, .. } => {
-                self.trace.note(now, Actor::Viewer(v), None, format!(
-                    "channel {previous} → {current} resumed={resumed}{}",
-                    reason.map_or(String::new(), |r| format!(" ({})", r.code))
-                ));
+            Event::ChannelStateChanged {
+                current,
+                previous,
+                resumed,
+                reason,
+                ..
+            } => {
+                self.trace.note(
+                    now,
+                    Actor::Viewer(v),
+                    None,
+                    format!(
+                        "channel {previous} → {current} resumed={resumed}{}",
+                        reason.map_or(String::new(), |r| format!(" ({})", r.code))
+                    ),
+                );
                 let Some(viewer) = self.viewers.get_mut(v) else {
                     return;
                 };
@@ -449,54 +522,77 @@ impl World {
                 }
                 if !viewer.attached_once {
                     viewer.attached_once = true;
-                    if self.plan.history_on_attach {
-                        self.read_history(v);
-                    }
+                    self.read_history(v);
                 } else if !resumed {
                     viewer.continuity_lost();
-                    self.trace.note(now, Actor::Viewer(v), None, "told: continuity lost (not resumed)".to_owned());
-                    if self.plan.history_on_loss {
-                        self.read_history(v);
-                    }
+                    self.trace.note(
+                        now,
+                        Actor::Viewer(v),
+                        None,
+                        "told: continuity lost (not resumed)".to_owned(),
+                    );
+                    self.read_history(v);
                 }
             }
             Event::ResumeFailed { reason } => {
-                self.trace.note(now, Actor::Viewer(v), None, format!(
-                    "told: resume failed ({})",
-                    reason.map_or(0, |r| r.code)
-                ));
+                self.trace.note(
+                    now,
+                    Actor::Viewer(v),
+                    None,
+                    format!("told: resume failed ({})", reason.map_or(0, |r| r.code)),
+                );
                 if let Some(viewer) = self.viewers.get_mut(v) {
                     viewer.continuity_lost();
                 }
             }
             Event::TokenRequired { reason } => {
                 let delay = self.viewer_rng.range(5, 300);
-                self.trace.note(now, Actor::Viewer(v), None, format!(
-                    "token required ({}); renewing in {delay}ms",
-                    reason.map_or(0, |r| r.code)
-                ));
+                self.trace.note(
+                    now,
+                    Actor::Viewer(v),
+                    None,
+                    format!(
+                        "token required ({}); renewing in {delay}ms",
+                        reason.map_or(0, |r| r.code)
+                    ),
+                );
                 if let Some(viewer) = self.viewers.get_mut(v) {
                     viewer.renew_at = Some(now + Duration::from_millis(delay));
                 }
             }
-            Event::StateChanged { previous, current, reason } => {
-                self.trace.note(now, Actor::Viewer(v), None, format!(
-                    "connection {previous} → {current}{}",
-                    reason.map_or(String::new(), |r| format!(" ({})", r.code))
-                ));
+            Event::StateChanged {
+                previous,
+                current,
+                reason,
+            } => {
+                self.trace.note(
+                    now,
+                    Actor::Viewer(v),
+                    None,
+                    format!(
+                        "connection {previous} → {current}{}",
+                        reason.map_or(String::new(), |r| format!(" ({})", r.code))
+                    ),
+                );
             }
             Event::Published { .. } => {}
         }
     }
 
     fn read_history(&mut self, v: usize) {
-        let snapshot_at = self.now + Duration::from_millis(self.viewer_rng.range(1, 80));
-        let deliver_at = snapshot_at + Duration::from_millis(self.viewer_rng.range(1, 80));
-        self.trace.note(self.now, Actor::Viewer(v), None, format!(
-            "reads history (taken at {}ms, applied at {}ms)",
-            snapshot_at.as_millis(),
-            deliver_at.as_millis()
-        ));
+        let delay = self.plan.history_delay;
+        let snapshot_at = self.now + Duration::from_millis(self.viewer_rng.range(0, delay));
+        let deliver_at = snapshot_at + Duration::from_millis(self.viewer_rng.range(0, delay));
+        self.trace.note(
+            self.now,
+            Actor::Viewer(v),
+            None,
+            format!(
+                "reads history (taken at {}ms, applied at {}ms)",
+                snapshot_at.as_millis(),
+                deliver_at.as_millis()
+            ),
+        );
         if let Some(viewer) = self.viewers.get_mut(v) {
             viewer.history.push(HistoryRead {
                 snapshot_at,
@@ -518,14 +614,23 @@ impl World {
         if !viewer.joined && viewer.join_at <= now {
             viewer.joined = true;
             viewer.conn.connect(now);
-            let _ = viewer.conn.attach(now, channel, AttachOptions::rewind(REWIND));
-            self.trace.note(now, Actor::Viewer(v), None, format!("joins with rewind {REWIND}"));
+            let _ = viewer
+                .conn
+                .attach(now, channel, AttachOptions::rewind(REWIND));
+            self.trace.note(
+                now,
+                Actor::Viewer(v),
+                None,
+                format!("joins with rewind {REWIND}"),
+            );
         }
         if viewer.renew_at.is_some_and(|at| at <= now) {
             viewer.renew_at = None;
             viewer.tokens += 1;
             let expires = ttl.map(|t| now + Duration::from_millis(t));
-            viewer.conn.set_token(now, service::token(v, viewer.tokens, expires));
+            viewer
+                .conn
+                .set_token(now, service::token(v, viewer.tokens, expires));
         }
         for read in &mut viewer.history {
             if read.snapshot.is_none() && read.snapshot_at <= now {
@@ -539,7 +644,12 @@ impl World {
         self.drain_client(v + 1);
         for read in due {
             let messages = read.snapshot.unwrap_or_default();
-            self.trace.note(now, Actor::Viewer(v), None, format!("history applied: {} messages", messages.len()));
+            self.trace.note(
+                now,
+                Actor::Viewer(v),
+                None,
+                format!("history applied: {} messages", messages.len()),
+            );
             for message in messages.iter().rev() {
                 let Some(viewer) = self.viewers.get_mut(v) else {
                     return;
@@ -547,14 +657,23 @@ impl World {
                 let Some(serial) = message.serial.clone() else {
                     continue;
                 };
-                self.trace.note(now, Actor::Viewer(v), Some(&serial), format!(
-                    "history {} v{} {}",
-                    short(&serial),
-                    message.version_serial().map_or("-".to_owned(), short),
-                    clip(&message.text().unwrap_or_default())
-                ));
+                self.trace.note(
+                    now,
+                    Actor::Viewer(v),
+                    Some(&serial),
+                    format!(
+                        "history {} v{} {}",
+                        short(&serial),
+                        message.version_serial().map_or("-".to_owned(), short),
+                        clip(&message.text().unwrap_or_default())
+                    ),
+                );
                 if let Err(err) = viewer.assembler.apply(message) {
-                    self.fail(Some(v), Some(serial), format!("the assembler refused history: {err}"));
+                    self.fail(
+                        Some(v),
+                        Some(serial),
+                        format!("the assembler refused history: {err}"),
+                    );
                     return;
                 }
                 viewer.full_version(&serial);
@@ -594,6 +713,12 @@ impl World {
         if !self.cuts.is_empty() {
             busy.push("cuts scheduled".to_owned());
         }
+        for (client, link) in self.links.iter().enumerate() {
+            // A silent cut leaves a client on a dead link until its idle timer fires.
+            if link.is_some_and(|l| !self.net.is_live(l)) {
+                busy.push(format!("{} is on a dead link", client_name(client)));
+            }
+        }
         for (v, viewer) in self.viewers.iter().enumerate() {
             let attached = viewer.conn.channel_state(&self.channel) == ChannelState::Attached;
             if !viewer.joined
@@ -618,7 +743,9 @@ impl World {
         for (v, viewer) in self.viewers.iter().enumerate() {
             if let Some(mut violation) = check::final_viewer(now, v, viewer, &self.models) {
                 if !problems.is_empty() {
-                    violation.what.push_str(&format!(" (publisher: {problems})"));
+                    violation
+                        .what
+                        .push_str(&format!(" (publisher: {problems})"));
                 }
                 self.violation = Some(violation);
                 return;
