@@ -65,6 +65,9 @@ mod plan;
 mod publisher;
 mod rng;
 mod service;
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests;
 mod trace;
 mod viewer;
 mod world;
