@@ -1,6 +1,7 @@
 //! The deterministic simulation of the whole pipeline (`shared::testkit::sim`) over many
 //! seeds: `SIM_SEEDS` seeds (default 1000) from `SIM_SEED` (default 0; when `SIM_SEED` alone
-//! is set, just that seed), with the fault classes of `SIM_FAULTS` (default `all`).
+//! is set, just that seed), with the fault classes of `SIM_FAULTS` (default `all`). A failure
+//! lists the first `SIM_LIST` failing seeds (default 60) and prints the shortest schedule.
 #![cfg(feature = "testkit")]
 
 use shared::testkit::sim::{self, Failure, Faults};
@@ -35,7 +36,7 @@ fn run_all(seeds: std::ops::Range<u64>, faults: Faults) {
     }
     let listed: Vec<String> = failures
         .iter()
-        .take(60)
+        .take(env_u64("SIM_LIST").map_or(60, |n| usize::try_from(n).unwrap_or(usize::MAX)))
         .map(|f| format!("  {}: {}", f.seed, f.violation))
         .collect();
     let shortest = failures.iter().min_by_key(|f| f.trace.len());
