@@ -34,6 +34,7 @@
 mod build;
 mod conflate;
 mod pipeline;
+pub mod sim;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests;

@@ -1,0 +1,264 @@
+//! The publisher: one [`Relay`] per answer over one [`Connection`], driven the way the
+//! daemon's answer loop drives them: the create published first and its serial awaited,
+//! appends pipelined, a NACKed append repaired by a full-text update, the final update sent
+//! again (with a new id, up to three times) when it is refused for a reason worth retrying.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::connection::{Connection, Event, PublishId, PublishOutcome};
+use crate::ids::{ChannelName, Serial};
+use crate::openai::StreamEvent;
+use crate::protocol::{ErrorInfo, Message};
+use crate::relay::{PublishOp, Relay, RelayConfig};
+use crate::time::Instant;
+
+use super::model::ModelAnswer;
+use super::trace::{clip, short, Actor, Trace};
+
+/// How often a refused final update is published again.
+const UPDATE_RESENDS: u32 = 3;
+
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+enum Kind {
+    Create,
+    Append,
+    Update,
+}
+
+#[derive(Debug)]
+struct Run {
+    relay: Relay,
+    /// Stream events not yet handed to the relay, with when they arrive.
+    events: VecDeque<(Instant, StreamEvent)>,
+    start: Instant,
+    started: bool,
+    last_update: Option<Message>,
+    update_resends: u32,
+}
+
+/// The publisher's answers and its connection.
+#[derive(Debug)]
+pub(super) struct Publisher {
+    pub(super) conn: Connection,
+    channel: ChannelName,
+    runs: Vec<Run>,
+    pending: BTreeMap<PublishId, (usize, Kind)>,
+    /// Why an answer could not reach its viewers (a refused create or final update).
+    pub(super) problems: Vec<String>,
+}
+
+impl Publisher {
+    /// A publisher of the model's `answers` on `channel`, each starting at its first event.
+    pub(super) fn new(
+        conn: Connection,
+        channel: ChannelName,
+        window_ms: u64,
+        answers: &[ModelAnswer],
+    ) -> Self {
+        let runs = answers
+            .iter()
+            .map(|answer| Run {
+                relay: Relay::new(RelayConfig {
+                    window: std::time::Duration::from_millis(window_ms),
+                    source: "replay".to_owned(),
+                    prompt: Some(Serial::new(answer.prompt.clone())),
+                    max_message_size: Some(65_536),
+                }),
+                events: answer.events.iter().cloned().collect(),
+                start: answer
+                    .events
+                    .first()
+                    .map_or(Instant::default(), |(at, _)| *at),
+                started: false,
+                last_update: None,
+                update_resends: 0,
+            })
+            .collect();
+        Self {
+            conn,
+            channel,
+            runs,
+            pending: BTreeMap::new(),
+            problems: Vec::new(),
+        }
+    }
+
+    /// The earliest instant an answer starts, an event arrives or a relay window ends.
+    pub(super) fn poll_timeout(&self) -> Option<Instant> {
+        self.runs
+            .iter()
+            .flat_map(|r| {
+                let start = (!r.started).then_some(r.start);
+                let event = r.events.front().map(|(at, _)| *at);
+                [start, event, r.relay.poll_timeout()]
+            })
+            .flatten()
+            .min()
+    }
+
+    /// Starts answers, feeds events and runs relay windows due at `now`.
+    pub(super) fn handle_timeout(&mut self, now: Instant, trace: &mut Trace) {
+        for index in 0..self.runs.len() {
+            let Some(run) = self.runs.get_mut(index) else {
+                continue;
+            };
+            if !run.started && run.start <= now {
+                run.started = true;
+                run.relay.start();
+            }
+            if run.started {
+                while run.events.front().is_some_and(|(at, _)| *at <= now) {
+                    if let Some((_, event)) = run.events.pop_front() {
+                        run.relay.handle_event(now, &event);
+                    }
+                }
+                if run.events.is_empty() && !run.relay.status().is_terminal() {
+                    run.relay.handle_stream_end(now);
+                }
+                run.relay.handle_timeout(now);
+            }
+            self.pump(now, index, trace);
+        }
+    }
+
+    /// An event from the publisher's connection.
+    pub(super) fn handle_event(&mut self, now: Instant, event: Event, trace: &mut Trace) {
+        if let Event::Published { id, outcome } = event {
+            if let Some((index, kind)) = self.pending.remove(&id) {
+                self.settle(now, index, kind, outcome, trace);
+            }
+        }
+    }
+
+    /// Whether every answer has queued its final update and every publish is settled.
+    pub(super) fn is_done(&self) -> bool {
+        self.runs.iter().all(|r| r.started && r.relay.is_finished())
+            && self.pending.is_empty()
+            && !self.conn.has_pending_publishes()
+    }
+
+    fn pump(&mut self, now: Instant, index: usize, trace: &mut Trace) {
+        loop {
+            let Some(run) = self.runs.get_mut(index) else {
+                return;
+            };
+            let Some(op) = run.relay.poll_op() else {
+                return;
+            };
+            let kind = match &op {
+                PublishOp::Create(_) => Kind::Create,
+                PublishOp::Append(_) => Kind::Append,
+                PublishOp::Update(_) => Kind::Update,
+            };
+            let message = op.into_message();
+            if kind == Kind::Update {
+                run.last_update = Some(message.clone());
+                run.update_resends = 0;
+            }
+            trace.note(
+                now,
+                Actor::Publisher,
+                message.serial.as_ref(),
+                format!(
+                    "answer {index} publishes {kind:?} {}",
+                    clip(message.data.as_ref().and_then(|d| d.as_str()).unwrap_or(""))
+                ),
+            );
+            self.send(now, index, kind, message, trace);
+        }
+    }
+
+    fn send(
+        &mut self,
+        now: Instant,
+        index: usize,
+        kind: Kind,
+        message: Message,
+        trace: &mut Trace,
+    ) {
+        match self.conn.publish(now, &self.channel, vec![message]) {
+            Ok(id) => {
+                self.pending.insert(id, (index, kind));
+            }
+            Err(err) => self.settle(now, index, kind, Err(err.to_error_info()), trace),
+        }
+    }
+
+    fn settle(
+        &mut self,
+        now: Instant,
+        index: usize,
+        kind: Kind,
+        outcome: PublishOutcome,
+        trace: &mut Trace,
+    ) {
+        let Some(run) = self.runs.get_mut(index) else {
+            return;
+        };
+        match (kind, outcome) {
+            (Kind::Create, Ok(serials)) => match serials.into_iter().next().flatten() {
+                Some(serial) => {
+                    trace.note(
+                        now,
+                        Actor::Publisher,
+                        Some(&serial),
+                        format!("answer {index} created as {}", short(&serial)),
+                    );
+                    run.relay.handle_created(now, serial);
+                }
+                None => {
+                    run.relay
+                        .handle_create_failed("the create's ACK carried no serial");
+                    self.problems
+                        .push(format!("answer {index}: create ACK without serial"));
+                }
+            },
+            (Kind::Create, Err(err)) => {
+                run.relay.handle_create_failed(&err.message);
+                self.problems
+                    .push(format!("answer {index}: create refused: {err}"));
+            }
+            (Kind::Append, Err(err)) => {
+                trace.note(
+                    now,
+                    Actor::Publisher,
+                    run.relay.serial(),
+                    format!("answer {index}: append refused ({}), repairing", err.code),
+                );
+                run.relay.handle_append_failed(now);
+            }
+            (Kind::Update, Err(err))
+                if worth_resending(&err) && run.update_resends < UPDATE_RESENDS =>
+            {
+                if let Some(update) = run.last_update.clone() {
+                    run.update_resends += 1;
+                    trace.note(
+                        now,
+                        Actor::Publisher,
+                        run.relay.serial(),
+                        format!(
+                            "answer {index}: update refused ({}), sending it again",
+                            err.code
+                        ),
+                    );
+                    self.send(now, index, Kind::Update, update, trace);
+                }
+            }
+            (Kind::Update, Err(err)) => {
+                self.problems
+                    .push(format!("answer {index}: update refused: {err}"));
+            }
+            (Kind::Append | Kind::Update, Ok(_)) => {}
+        }
+        self.pump(now, index, trace);
+    }
+}
+
+/// As the daemon decides: capability, appends-disabled and size refusals are final.
+fn worth_resending(err: &ErrorInfo) -> bool {
+    const APPENDS_NOT_ENABLED: u32 = 93002;
+    const MESSAGE_TOO_LARGE: u32 = 40009;
+    !((40100..40200).contains(&err.code)
+        || err.code == APPENDS_NOT_ENABLED
+        || err.code == MESSAGE_TOO_LARGE)
+}

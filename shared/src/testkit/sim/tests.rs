@@ -1,0 +1,273 @@
+//! Tests of the simulation's own parts: the PRNG, fault names, the service's Sockudo-order
+//! replay, and the prefix check with its exemption.
+
+use std::collections::BTreeMap;
+
+use super::check;
+use super::model::ModelAnswer;
+use super::net::{Down, LinkId, Up};
+use super::plan::{Faults, Plan, Rewind};
+use super::rng::SimRng;
+use super::service::Service;
+use super::trace::Trace;
+use super::viewer::Viewer;
+use crate::connection::{ApiKey, Auth, Config, Connection, Endpoint};
+use crate::headers;
+use crate::ids::{ChannelName, ChannelSerial, MsgSerial, Serial};
+use crate::protocol::{Action, Message, MessageAction, ProtocolMessage};
+use crate::time::Instant;
+
+#[test]
+fn the_rng_is_a_pure_function_of_its_seed() {
+    let draw = |seed| {
+        let mut rng = SimRng::new(seed);
+        (0..64).map(|_| rng.below(1000)).collect::<Vec<_>>()
+    };
+    assert_eq!(draw(7), draw(7));
+    assert_ne!(draw(7), draw(8));
+    let mut rng = SimRng::new(1);
+    assert!((0..1000).all(|_| rng.range(3, 5) >= 3 && rng.range(3, 5) <= 5));
+    assert_eq!(rng.below(0), 0);
+}
+
+#[test]
+fn fault_classes_parse_from_their_names_and_print_back() {
+    let faults = Faults::parse("cuts, replay-reorder").unwrap();
+    assert!(faults.has(Faults::CUTS) && faults.has(Faults::REPLAY_REORDER));
+    assert!(!faults.has(Faults::NACKS));
+    assert_eq!(faults.to_string(), "cuts,replay-reorder");
+    assert_eq!(
+        Faults::parse(&Faults::ALL.to_string()).unwrap(),
+        Faults::ALL
+    );
+    assert_eq!(Faults::parse("none").unwrap(), Faults::NONE);
+    assert_eq!(Faults::parse("cuts,teleport").unwrap_err(), "teleport");
+}
+
+/// A plan with every fault off except a deferred replay, always taken, 20 ms late.
+fn deferring_plan() -> Plan {
+    let mut plan = Plan::draw(&mut SimRng::new(0), Faults::NONE, 1);
+    plan.replay_defer = 1000;
+    plan.replay_defer_ms = (20, 20);
+    plan.rewind = Rewind::Aggregate;
+    plan
+}
+
+/// What the service sent, kept per link until a test reads it.
+#[derive(Default)]
+struct Sent(BTreeMap<LinkId, Vec<ProtocolMessage>>);
+
+impl Sent {
+    fn take(&mut self, service: &mut Service, link: LinkId) -> Vec<ProtocolMessage> {
+        while let Some((l, item)) = service.poll_transmit() {
+            if let Down::Frame(frame) = item {
+                self.0.entry(l).or_default().push(frame);
+            }
+        }
+        self.0.remove(&link).unwrap_or_default()
+    }
+}
+
+fn publish(
+    service: &mut Service,
+    sent: &mut Sent,
+    now: u64,
+    serial: u64,
+    msg: Message,
+    trace: &mut Trace,
+) -> Option<Serial> {
+    let frame = ProtocolMessage {
+        channel: Some(ChannelName::new("ai:sim")),
+        msg_serial: Some(MsgSerial(serial)),
+        messages: Some(vec![msg]),
+        ..ProtocolMessage::new(Action::MESSAGE)
+    };
+    service.handle_up(
+        Instant::from_millis(now),
+        LinkId(0),
+        Up::Frame(frame),
+        trace,
+    );
+    sent.take(service, LinkId(0))
+        .into_iter()
+        .find(|f| f.action == Action::ACK)
+        .and_then(|f| f.res)
+        .and_then(|res| res.into_iter().next())
+        .and_then(|r| r.serials.into_iter().next().flatten())
+}
+
+#[test]
+fn a_resumed_reattach_can_replay_behind_a_live_append_as_sockudo_does() {
+    let mut trace = Trace::default();
+    let mut service = Service::new(ChannelName::new("ai:sim"), deferring_plan(), SimRng::new(3));
+    let (publisher, first, second) = (LinkId(0), LinkId(1), LinkId(2));
+    let mut sent = Sent::default();
+    let at = Instant::from_millis;
+    service.handle_up(
+        at(0),
+        publisher,
+        Up::Open("ws://x/?key=a%3Ab".to_owned()),
+        &mut trace,
+    );
+    service.handle_up(
+        at(0),
+        first,
+        Up::Open("ws://x/?access_token=t".to_owned()),
+        &mut trace,
+    );
+    let key = sent
+        .take(&mut service, first)
+        .into_iter()
+        .find_map(|f| f.connection_details.and_then(|d| d.connection_key))
+        .unwrap();
+    let attach = ProtocolMessage {
+        channel: Some(ChannelName::new("ai:sim")),
+        ..ProtocolMessage::new(Action::ATTACH)
+    };
+    service.handle_up(at(1), first, Up::Frame(attach), &mut trace);
+    let serial = publish(
+        &mut service,
+        &mut sent,
+        2,
+        0,
+        Message::create("response", ""),
+        &mut trace,
+    )
+    .unwrap();
+    let position = sent
+        .take(&mut service, first)
+        .last()
+        .and_then(|f| f.channel_serial.clone())
+        .unwrap();
+
+    // The viewer's transport drops; two appends land while it is away.
+    service.handle_up(at(3), first, Up::Closed, &mut trace);
+    publish(
+        &mut service,
+        &mut sent,
+        4,
+        1,
+        Message::append(&serial, "a"),
+        &mut trace,
+    )
+    .unwrap();
+    publish(
+        &mut service,
+        &mut sent,
+        5,
+        2,
+        Message::append(&serial, "b"),
+        &mut trace,
+    )
+    .unwrap();
+    service.handle_up(
+        at(6),
+        second,
+        Up::Open(format!("ws://x/?access_token=t&resume={key}")),
+        &mut trace,
+    );
+    let reattach = ProtocolMessage {
+        channel: Some(ChannelName::new("ai:sim")),
+        channel_serial: Some(ChannelSerial::new(position.as_str())),
+        ..ProtocolMessage::new(Action::ATTACH)
+    };
+    service.handle_up(at(7), second, Up::Frame(reattach), &mut trace);
+    // A live append slips in before the deferred replay.
+    publish(
+        &mut service,
+        &mut sent,
+        8,
+        3,
+        Message::append(&serial, "c"),
+        &mut trace,
+    )
+    .unwrap();
+    service.handle_timeout(at(30), &mut trace);
+
+    let got: Vec<String> = sent
+        .take(&mut service, second)
+        .into_iter()
+        .filter(|f| f.action != Action::CONNECTED)
+        .map(|f| match f.action {
+            Action::ATTACHED => format!(
+                "ATTACHED resumed={}",
+                f.has_flag(crate::protocol::Flags::RESUMED)
+            ),
+            _ => f
+                .messages
+                .unwrap_or_default()
+                .iter()
+                .map(|m| format!("{:?} {}", m.action(), m.text().unwrap_or_default()))
+                .collect(),
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            "ATTACHED resumed=true",
+            "APPEND c",
+            "APPEND a",
+            "APPEND b",
+            "APPEND c"
+        ],
+        "{}",
+        trace.render(None, None, 50)
+    );
+}
+
+fn viewer() -> Viewer {
+    let config = Config::new(
+        Endpoint::parse("http://sim.invalid:80").unwrap(),
+        Auth::Key(ApiKey::parse("a:b").unwrap()),
+        "t",
+    );
+    Viewer::new(Connection::new(config), Instant::default())
+}
+
+fn answer_message(action: MessageAction, version: &str, text: &str) -> Message {
+    let mut msg = Message {
+        serial: Some(Serial::new("s1")),
+        action: Some(action),
+        data: Some(serde_json::Value::String(text.to_owned())),
+        version: Some(crate::protocol::MessageVersion {
+            serial: Some(Serial::new(version)),
+            ..Default::default()
+        }),
+        ..Message::default()
+    };
+    let mut headers = BTreeMap::new();
+    headers.insert(headers::PROMPT.to_owned(), "prompt-0".to_owned());
+    msg.set_headers(&headers);
+    msg
+}
+
+#[test]
+fn the_prefix_check_flags_a_hole_unless_a_told_loss_is_unrepaired() {
+    let mut model = ModelAnswer::draw(&mut SimRng::new(5), 0, 0);
+    model.text = "hello world".to_owned();
+    let models = [model];
+    let serial = Serial::new("s1");
+    let now = Instant::default();
+    let mut v = viewer();
+    v.assembler
+        .apply(&answer_message(MessageAction::CREATE, "s1", ""))
+        .unwrap();
+    v.assembler
+        .apply(&answer_message(MessageAction::APPEND, "s2", "hello"))
+        .unwrap();
+    assert!(check::prefix(now, 0, &v, &serial, &models).is_none());
+    // " wor" missed: the text has a hole.
+    v.assembler
+        .apply(&answer_message(MessageAction::APPEND, "s4", "ld"))
+        .unwrap();
+    assert!(check::prefix(now, 0, &v, &serial, &models).is_some());
+    v.continuity_lost();
+    assert!(check::prefix(now, 0, &v, &serial, &models).is_none());
+    // A full version ends the exemption, whether or not it repairs the text.
+    v.full_version(&serial);
+    assert!(check::prefix(now, 0, &v, &serial, &models).is_some());
+    v.assembler
+        .apply(&answer_message(MessageAction::UPDATE, "s5", "hello world"))
+        .unwrap();
+    assert!(check::prefix(now, 0, &v, &serial, &models).is_none());
+}
