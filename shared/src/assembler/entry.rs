@@ -41,6 +41,18 @@ pub(super) struct Incoming<'m> {
     pub(super) timestamp: Option<i64>,
 }
 
+impl Incoming<'_> {
+    /// A full version whose text is shorter or longer than its own [`headers::LENGTH`] says:
+    /// it misses parts (a server stored it with an append lost), so its text is not the
+    /// publisher's.
+    fn misses_parts(&self) -> bool {
+        match (self.op.is_full(), &self.text, self.length) {
+            (true, Some(text), Some(length)) => text.len() != length,
+            _ => false,
+        }
+    }
+}
+
 /// An append held back because it starts past the end of the text.
 #[derive(Clone, Debug, Eq, PartialEq)]
 struct Held {
@@ -92,9 +104,23 @@ impl Entry {
         incoming: &Incoming<'_>,
         max_text: usize,
     ) -> (Self, Vec<Change>) {
-        let full = incoming.text.as_deref().unwrap_or("");
+        let missing = incoming.misses_parts();
+        // An append that says where it starts is placed into an empty text, so a viewer
+        // that joined mid-stream holds it until the beginning arrives (from history, a
+        // rewind or the final update) rather than showing a text without its start.
+        let placed = incoming.op == Op::Append
+            && incoming
+                .length
+                .zip(incoming.text.as_deref())
+                .is_some_and(|(length, text)| length >= text.len());
+        // A full version that misses parts starts an empty text, to be filled in order.
+        let full = if missing || placed {
+            ""
+        } else {
+            incoming.text.as_deref().unwrap_or("")
+        };
         let kept = fit(full, max_text);
-        let start = if incoming.op == Op::Append {
+        let start = if incoming.op == Op::Append && !placed {
             incoming
                 .length
                 .and_then(|length| length.checked_sub(full.len()))
@@ -108,21 +134,34 @@ impl Entry {
             timestamp: incoming.timestamp,
             text: kept.to_owned(),
             headers: incoming.headers.clone().unwrap_or_default(),
-            version: incoming.version.clone(),
-            partial: incoming.op == Op::Append,
+            version: if missing || placed {
+                None
+            } else {
+                incoming.version.clone()
+            },
+            partial: incoming.op == Op::Append && !placed,
             start,
             held: BTreeMap::new(),
             held_bytes: 0,
-            gap: false,
+            gap: missing,
             deleted: incoming.op == Op::Delete,
             truncated: kept.len() < full.len(),
             unversioned_since: incoming.version.is_none(),
         };
+        let mut entry = entry;
         let mut changes = vec![Change::Created {
             serial: entry.serial.clone(),
             text: entry.text.clone(),
             partial: entry.partial,
         }];
+        if placed {
+            entry.apply_append(incoming, max_text, &mut changes);
+        }
+        if missing {
+            changes.push(Change::Gap {
+                serial: entry.serial.clone(),
+            });
+        }
         if entry.truncated {
             changes.push(Change::Truncated {
                 serial: entry.serial.clone(),
@@ -143,6 +182,12 @@ impl Entry {
             return Vec::new();
         }
         let mut changes = Vec::new();
+        if incoming.misses_parts() {
+            // A server's aggregate that lost an append on the way: applying it would show
+            // a hole. Keep the text, a correct prefix, until a whole version arrives.
+            self.report_gap(&mut changes);
+            return changes;
+        }
         if incoming.op.is_full() {
             self.apply_full(incoming, max_text, &mut changes);
             if let Some(headers) = &incoming.headers {

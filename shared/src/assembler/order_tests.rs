@@ -202,15 +202,32 @@ fn the_final_update_covers_held_appends_whose_gap_never_fills() {
 }
 
 #[test]
-fn a_subscriber_that_joins_mid_stream_places_later_appends_too() {
+fn a_subscriber_that_joins_mid_stream_waits_for_the_beginning() {
     let published = Published::new(&["x", "yy", "zzz", "w"]);
     let mut asm = Assembler::new();
-    // Joined after the create and the first append: the first delivery is append 1.
-    asm.apply(&published.append(1)).unwrap();
+    // Joined after the create and the first append: the first delivery is append 1. It is
+    // held, not shown: a text without its beginning is not the publisher's text.
+    let changes = asm.apply(&published.append(1)).unwrap();
+    assert_eq!(
+        changes,
+        vec![
+            Change::Created {
+                serial: Serial::new(SERIAL),
+                text: String::new(),
+                partial: false
+            },
+            Change::Gap {
+                serial: Serial::new(SERIAL)
+            },
+        ]
+    );
     asm.apply(&published.append(3)).unwrap();
-    assert_eq!(text(&asm), "yy", "append 3 waits for append 2");
     asm.apply(&published.append(2)).unwrap();
-    assert_eq!(text(&asm), "yyzzzw");
+    assert_eq!(text(&asm), "");
+    // History (or a rewind) brings the beginning: everything held follows in order.
+    asm.apply(&published.append(0)).unwrap();
+    assert_eq!(text(&asm), "xyyzzzw");
+    assert!(!has_gap(&asm));
     asm.apply(&published.update()).unwrap();
     assert_eq!(text(&asm), "xyyzzzw");
 }
@@ -227,6 +244,42 @@ fn held_appends_are_bounded_by_the_text_cap() {
     asm.apply(&published.append(1)).unwrap();
     assert_eq!(text(&asm), "aaaabbbbcc");
     assert!(published.text().starts_with(text(&asm)));
+}
+
+/// A server that refused an append but kept later ones stores a text with a hole; its
+/// aggregate (a rewind, history) still carries the latest append's `length`, which the text
+/// falls short of. Such a version is not applied: the text stays a prefix until a whole
+/// version repairs it.
+#[test]
+fn a_full_version_shorter_than_its_length_is_not_shown() {
+    let published = Published::new(&["one ", "two ", "three"]);
+    let mut holed = published.append(2);
+    holed.action = Some(MessageAction::UPDATE);
+    holed.data = Some(Value::String("one three".to_owned()));
+    // Joined by rewind: the first delivery is the holed aggregate.
+    let mut asm = Assembler::new();
+    let changes = asm.apply(&holed).unwrap();
+    assert!(changes.contains(&Change::Gap {
+        serial: Serial::new(SERIAL)
+    }));
+    assert_eq!(text(&asm), "");
+    // Live appends after it are placed, and wait for the beginning.
+    asm.apply(&published.append(0)).unwrap();
+    assert_eq!(text(&asm), "one ");
+    // The publisher's repair carries the whole text.
+    asm.apply(&published.update()).unwrap();
+    assert_eq!(text(&asm), published.text());
+    assert!(!has_gap(&asm));
+    // Seen by a viewer that had the text already, the holed version changes nothing.
+    let mut asm = Assembler::new();
+    asm.apply(&published.create()).unwrap();
+    asm.apply(&published.append(0)).unwrap();
+    assert!(!asm
+        .apply(&holed)
+        .unwrap()
+        .iter()
+        .any(|c| matches!(c, Change::Replaced { .. })));
+    assert_eq!(text(&asm), "one ");
 }
 
 /// One delivery of a schedule: which appends (a rolled-up run `first..=last`).
