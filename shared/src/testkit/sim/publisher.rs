@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use crate::connection::{Connection, Event, PublishId, PublishOutcome};
-use crate::ids::{ChannelName, Serial};
+use crate::ids::{ChannelName, MessageId, Serial};
 use crate::openai::StreamEvent;
 use crate::protocol::{ErrorInfo, Message};
 use crate::relay::{PublishOp, Relay, RelayConfig};
@@ -21,9 +21,14 @@ const UPDATE_RESENDS: u32 = 3;
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 enum Kind {
     Create,
+    /// The replacement create of an answer whose create failed, born `failed`.
+    Replacement,
     Append,
     Update,
 }
+
+/// How long the daemon's history read for a lost create takes here.
+const LOOKUP_DELAY_MS: u64 = 50;
 
 #[derive(Debug)]
 struct Run {
@@ -34,6 +39,12 @@ struct Run {
     started: bool,
     last_update: Option<Message>,
     update_resends: u32,
+    /// The create's own id, as the daemon gives it, to find it in history.
+    create_id: MessageId,
+    /// When the history read for a create with an unclear outcome is due.
+    lookup_at: Option<Instant>,
+    looked_up: bool,
+    create_failed: bool,
 }
 
 /// The publisher's answers and its connection.
@@ -72,6 +83,10 @@ impl Publisher {
                 started: false,
                 last_update: None,
                 update_resends: 0,
+                create_id: MessageId::new(format!("sim-answer-{}", answer.prompt)),
+                lookup_at: None,
+                looked_up: false,
+                create_failed: false,
             })
             .collect();
         Self {
@@ -90,7 +105,7 @@ impl Publisher {
             .flat_map(|r| {
                 let start = (!r.started).then_some(r.start);
                 let event = r.events.front().map(|(at, _)| *at);
-                [start, event, r.relay.poll_timeout()]
+                [start, event, r.relay.poll_timeout(), r.lookup_at]
             })
             .flatten()
             .min()
@@ -137,6 +152,81 @@ impl Publisher {
             && !self.conn.has_pending_publishes()
     }
 
+    /// Answers whose history read for a lost create is due, with the id to look for.
+    pub(super) fn due_lookups(&mut self, now: Instant) -> Vec<(usize, MessageId)> {
+        let mut due = Vec::new();
+        for (index, run) in self.runs.iter_mut().enumerate() {
+            if run.lookup_at.is_some_and(|at| at <= now) {
+                run.lookup_at = None;
+                due.push((index, run.create_id.clone()));
+            }
+        }
+        due
+    }
+
+    /// What the history read found for answer `index`'s create: its serial, or nothing, in
+    /// which case the answer fails with a replacement create, as the daemon's does.
+    pub(super) fn handle_lookup(
+        &mut self,
+        now: Instant,
+        index: usize,
+        found: Option<Serial>,
+        trace: &mut Trace,
+    ) {
+        let Some(run) = self.runs.get_mut(index) else {
+            return;
+        };
+        match found {
+            Some(serial) => {
+                trace.note(
+                    now,
+                    Actor::Publisher,
+                    Some(&serial),
+                    format!("answer {index} found in history as {}", short(&serial)),
+                );
+                run.relay.handle_created(now, serial);
+            }
+            None => Self::create_unclear(
+                run,
+                now,
+                index,
+                "the create is not in history".to_owned(),
+                &mut self.problems,
+                trace,
+            ),
+        }
+        self.pump(now, index, trace);
+    }
+
+    /// The create may or may not be on the channel: look for it by id once, as the daemon
+    /// does (`publisher/src/answer.rs`), and give the answer up only after that.
+    fn create_unclear(
+        run: &mut Run,
+        now: Instant,
+        index: usize,
+        why: String,
+        problems: &mut Vec<String>,
+        trace: &mut Trace,
+    ) {
+        if run.relay.serial().is_some() {
+            return;
+        }
+        if !run.looked_up {
+            run.looked_up = true;
+            run.lookup_at = Some(now + std::time::Duration::from_millis(LOOKUP_DELAY_MS));
+            trace.note(
+                now,
+                Actor::Publisher,
+                None,
+                format!("answer {index}: {why}; looking for it in history"),
+            );
+            return;
+        }
+        run.create_failed = true;
+        run.relay.handle_create_failed(&why);
+        problems.push(format!("answer {index}: {why}"));
+    }
+
     fn pump(&mut self, now: Instant, index: usize, trace: &mut Trace) {
         loop {
             let Some(run) = self.runs.get_mut(index) else {
@@ -146,12 +236,16 @@ impl Publisher {
                 return;
             };
             let kind = match &op {
+                PublishOp::Create(_) if run.create_failed => Kind::Replacement,
                 PublishOp::Create(_) => Kind::Create,
                 PublishOp::Append(_) => Kind::Append,
                 PublishOp::Update(_) => Kind::Update,
             };
-            let message = op.into_message();
-            if kind == Kind::Update {
+            let mut message = op.into_message();
+            if kind == Kind::Create {
+                message.id = Some(run.create_id.clone());
+            }
+            if matches!(kind, Kind::Update | Kind::Replacement) {
                 run.last_update = Some(message.clone());
                 run.update_resends = 0;
             }
@@ -206,18 +300,24 @@ impl Publisher {
                     );
                     run.relay.handle_created(now, serial);
                 }
-                None => {
-                    run.relay
-                        .handle_create_failed("the create's ACK carried no serial");
-                    self.problems
-                        .push(format!("answer {index}: create ACK without serial"));
-                }
+                None => Self::create_unclear(
+                    run,
+                    now,
+                    index,
+                    "the create's ACK carried no serial".to_owned(),
+                    &mut self.problems,
+                    trace,
+                ),
             },
-            (Kind::Create, Err(err)) => {
-                run.relay.handle_create_failed(&err.message);
-                self.problems
-                    .push(format!("answer {index}: create refused: {err}"));
-            }
+            (Kind::Create, Err(err)) => Self::create_unclear(
+                run,
+                now,
+                index,
+                format!("create refused: {err}"),
+                &mut self.problems,
+                trace,
+            ),
+            (Kind::Replacement, Ok(_)) => {}
             (Kind::Append, Err(err)) => {
                 trace.note(
                     now,
@@ -227,7 +327,7 @@ impl Publisher {
                 );
                 run.relay.handle_append_failed(now);
             }
-            (Kind::Update, Err(err))
+            (Kind::Update | Kind::Replacement, Err(err))
                 if worth_resending(&err) && run.update_resends < UPDATE_RESENDS =>
             {
                 if let Some(update) = run.last_update.clone() {
@@ -241,10 +341,10 @@ impl Publisher {
                             err.code
                         ),
                     );
-                    self.send(now, index, Kind::Update, update, trace);
+                    self.send(now, index, kind, update, trace);
                 }
             }
-            (Kind::Update, Err(err)) => {
+            (Kind::Update | Kind::Replacement, Err(err)) => {
                 self.problems
                     .push(format!("answer {index}: update refused: {err}"));
             }

@@ -293,6 +293,17 @@ impl World {
                 return;
             }
         }
+        for (index, id) in self.publisher.due_lookups(now) {
+            let found = self
+                .service
+                .history()
+                .into_iter()
+                .find(|m| m.id.as_ref() == Some(&id))
+                .and_then(|m| m.serial);
+            self.publisher
+                .handle_lookup(now, index, found, &mut self.trace);
+            self.drain_client(0);
+        }
         if self.publisher.poll_timeout().is_some_and(|at| at <= now) {
             self.publisher.handle_timeout(now, &mut self.trace);
             self.drain_client(0);
