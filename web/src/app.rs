@@ -6,12 +6,12 @@ use std::rc::Rc;
 
 use leptos::prelude::*;
 use leptos::task::spawn_local;
-use shared::assembler::Assembler;
+use shared::assembler::{Assembler, Change};
 use shared::connection::{
     AttachOptions, Auth, ChannelState, Config, Connection, ConnectionState, Endpoint, Event,
 };
 use shared::headers::Status;
-use shared::ChannelName;
+use shared::{ChannelName, Serial};
 
 use crate::api::{self, PageConfig};
 use crate::live::{Live, TokenFuture, Tokens};
@@ -224,9 +224,34 @@ fn on_event(
             let mut view = assembler.borrow_mut();
             if let Ok(changes) = view.apply(&message) {
                 page.rows.apply(&changes, &view);
+                for change in &changes {
+                    if let Change::Gap { serial } = change {
+                        spawn_local(repair_gap(page, serial.clone()));
+                    }
+                }
             }
         }
         _ => {}
+    }
+}
+
+/// How long an answer may wait for a missing append before the page reads history.
+const GAP_GRACE_MS: u32 = 1_500;
+
+/// An append arrived before the one it follows; the answer shows a correct prefix and
+/// holds the rest. If the missing part has not arrived after a short grace, the newest
+/// page of history brings the answer's latest whole version.
+async fn repair_gap(page: Page, serial: Serial) {
+    gloo_timers::future::TimeoutFuture::new(GAP_GRACE_MS).await;
+    let still = page.shared.with_value(|shared| {
+        shared
+            .assembler
+            .borrow()
+            .answer(&serial)
+            .is_some_and(|answer| answer.has_gap())
+    });
+    if still {
+        catch_up(page).await;
     }
 }
 
