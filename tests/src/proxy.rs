@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::Duration;
 
 use serde_json::json;
+use shared::testkit::sim::SimRng;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -48,39 +49,31 @@ const CUT_LINGER: Duration = Duration::from_millis(20);
 /// The largest HTTP head the proxy reads to tell a WebSocket upgrade from plain HTTP.
 const MAX_HEAD: usize = 16 * 1024;
 
-/// A small deterministic generator (SplitMix64): the same seed gives the same numbers on
-/// every machine and every run.
+/// The chaos schedule's generator: the simulation's SplitMix64 ([`SimRng`]), so the same
+/// seed gives the same numbers on every machine and every run, with the draws the proxy
+/// needs on top.
 #[derive(Clone, Debug)]
-pub struct Rng(u64);
+pub struct Rng(SimRng);
 
 impl Rng {
     /// A generator seeded with `seed`.
     pub fn new(seed: u64) -> Self {
-        Self(seed)
+        Self(SimRng::new(seed))
     }
 
     /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// A number in `0..n` (0 when `n` is 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        let wide = u128::from(self.next_u64()) * u128::from(n);
-        u64::try_from(wide >> 64).unwrap_or(0)
+        self.0.below(n)
     }
 
     /// A number in `range` (both ends included).
     pub fn within(&mut self, range: &RangeInclusive<u64>) -> u64 {
-        let (low, high) = (*range.start(), *range.end());
-        if high <= low {
-            return low;
-        }
-        low + self.below(high - low + 1)
+        self.0.range(*range.start(), *range.end())
     }
 
     /// A duration in `range`, to the millisecond.
