@@ -2,6 +2,14 @@
 //! daemon's answer loop drives them: the create published first and its serial awaited,
 //! appends pipelined, a NACKed append repaired by a full-text update, the final update sent
 //! again (with a new id, up to three times) when it is refused for a reason worth retrying.
+//!
+//! The final update goes out only once every earlier publish of its answer has settled. A
+//! publish whose outcome is unknown (its ACK or NACK lost with the transport) is resent on
+//! the next transport, and after a refused resume it is renumbered and resent (RTN19a2),
+//! while the service recognises by id what it already applied and skips it (RSL1k). A
+//! NACKed append whose NACK was lost is applied then, after an update that was already
+//! applied, so the answer's text ends with a stray fragment. Nothing of the answer may be
+//! in flight while its final update is, so that update is the last one applied.
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -45,6 +53,8 @@ struct Run {
     lookup_at: Option<Instant>,
     looked_up: bool,
     create_failed: bool,
+    /// The final update, held until the answer has no other publish in flight.
+    held: Option<Message>,
 }
 
 /// The publisher's answers and its connection.
@@ -87,6 +97,7 @@ impl Publisher {
                 lookup_at: None,
                 looked_up: false,
                 create_failed: false,
+                held: None,
             })
             .collect();
         Self {
@@ -147,7 +158,9 @@ impl Publisher {
 
     /// Whether every answer has queued its final update and every publish is settled.
     pub(super) fn is_done(&self) -> bool {
-        self.runs.iter().all(|r| r.started && r.relay.is_finished())
+        self.runs
+            .iter()
+            .all(|r| r.started && r.relay.is_finished() && r.held.is_none())
             && self.pending.is_empty()
             && !self.conn.has_pending_publishes()
     }
@@ -227,11 +240,28 @@ impl Publisher {
         problems.push(format!("answer {index}: {why}"));
     }
 
+    /// Publishes what answer `index`'s relay has queued, holding its final update (and so
+    /// anything after it) while other publishes of the answer are in flight.
     fn pump(&mut self, now: Instant, index: usize, trace: &mut Trace) {
         loop {
+            let in_flight = self.in_flight(index);
             let Some(run) = self.runs.get_mut(index) else {
                 return;
             };
+            if let Some(update) = run.held.take() {
+                if in_flight > 0 {
+                    run.held = Some(update);
+                    return;
+                }
+                trace.note(
+                    now,
+                    Actor::Publisher,
+                    update.serial.as_ref(),
+                    format!("answer {index}: nothing else in flight, final update released"),
+                );
+                self.send(now, index, Kind::Update, update, trace);
+                continue;
+            }
             let Some(op) = run.relay.poll_op() else {
                 return;
             };
@@ -249,17 +279,34 @@ impl Publisher {
                 run.last_update = Some(message.clone());
                 run.update_resends = 0;
             }
+            let is_final = kind == Kind::Update && run.relay.is_finished();
             trace.note(
                 now,
                 Actor::Publisher,
                 message.serial.as_ref(),
                 format!(
-                    "answer {index} publishes {kind:?} {}",
+                    "answer {index} publishes {}{kind:?} {}",
+                    if is_final { "final " } else { "" },
                     clip(message.data.as_ref().and_then(|d| d.as_str()).unwrap_or(""))
                 ),
             );
+            if is_final && in_flight > 0 {
+                trace.note(
+                    now,
+                    Actor::Publisher,
+                    message.serial.as_ref(),
+                    format!("answer {index}: final update held behind {in_flight} in flight"),
+                );
+                run.held = Some(message);
+                return;
+            }
             self.send(now, index, kind, message, trace);
         }
+    }
+
+    /// How many publishes of answer `index` await their outcome.
+    fn in_flight(&self, index: usize) -> usize {
+        self.pending.values().filter(|(i, _)| *i == index).count()
     }
 
     fn send(
