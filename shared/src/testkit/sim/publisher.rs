@@ -3,13 +3,13 @@
 //! appends pipelined, a NACKed append repaired by a full-text update, the final update sent
 //! again (with a new id, up to three times) when it is refused for a reason worth retrying.
 //!
-//! The final update goes out only once every earlier publish of its answer has settled. A
-//! publish whose outcome is unknown (its ACK or NACK lost with the transport) is resent on
-//! the next transport, and after a refused resume it is renumbered and resent (RTN19a2),
-//! while the service recognises by id what it already applied and skips it (RSL1k). A
-//! NACKed append whose NACK was lost is applied then, after an update that was already
-//! applied, so the answer's text ends with a stray fragment. Nothing of the answer may be
-//! in flight while its final update is, so that update is the last one applied.
+//! The final update is also sent again when an earlier publish of its answer turns out to
+//! have been applied after it: its ACK carries a version serial above the final update's.
+//! That happens when a publish's ACK or NACK is lost with the transport and the resume is
+//! refused: the queue is renumbered and resent on the new connection (RTN19a2), the service
+//! skips by id what it already applied (RSL1k), and applies the rest, so an append whose
+//! NACK was lost lands after the final update and history's text ends with a stray
+//! fragment (seed 773).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -53,8 +53,20 @@ struct Run {
     lookup_at: Option<Instant>,
     looked_up: bool,
     create_failed: bool,
-    /// The final update, held until the answer has no other publish in flight.
-    held: Option<Message>,
+    /// The highest version serial ACKed for the final update (a publish equal to
+    /// `last_update` once the relay has finished).
+    final_version: Option<Serial>,
+    /// The highest version serial ACKed for any other append or update of the answer.
+    other_version: Option<Serial>,
+}
+
+/// One publish awaiting its outcome.
+#[derive(Debug)]
+struct Sent {
+    index: usize,
+    kind: Kind,
+    /// An update's message, to tell the final update from a repair when it is ACKed.
+    update: Option<Message>,
 }
 
 /// The publisher's answers and its connection.
@@ -63,7 +75,7 @@ pub(super) struct Publisher {
     pub(super) conn: Connection,
     channel: ChannelName,
     runs: Vec<Run>,
-    pending: BTreeMap<PublishId, (usize, Kind)>,
+    pending: BTreeMap<PublishId, Sent>,
     /// Why an answer could not reach its viewers (a refused create or final update).
     pub(super) problems: Vec<String>,
 }
@@ -97,7 +109,8 @@ impl Publisher {
                 lookup_at: None,
                 looked_up: false,
                 create_failed: false,
-                held: None,
+                final_version: None,
+                other_version: None,
             })
             .collect();
         Self {
@@ -150,17 +163,15 @@ impl Publisher {
     /// An event from the publisher's connection.
     pub(super) fn handle_event(&mut self, now: Instant, event: Event, trace: &mut Trace) {
         if let Event::Published { id, outcome } = event {
-            if let Some((index, kind)) = self.pending.remove(&id) {
-                self.settle(now, index, kind, outcome, trace);
+            if let Some(sent) = self.pending.remove(&id) {
+                self.settle(now, sent, outcome, trace);
             }
         }
     }
 
     /// Whether every answer has queued its final update and every publish is settled.
     pub(super) fn is_done(&self) -> bool {
-        self.runs
-            .iter()
-            .all(|r| r.started && r.relay.is_finished() && r.held.is_none())
+        self.runs.iter().all(|r| r.started && r.relay.is_finished())
             && self.pending.is_empty()
             && !self.conn.has_pending_publishes()
     }
@@ -240,28 +251,11 @@ impl Publisher {
         problems.push(format!("answer {index}: {why}"));
     }
 
-    /// Publishes what answer `index`'s relay has queued, holding its final update (and so
-    /// anything after it) while other publishes of the answer are in flight.
     fn pump(&mut self, now: Instant, index: usize, trace: &mut Trace) {
         loop {
-            let in_flight = self.in_flight(index);
             let Some(run) = self.runs.get_mut(index) else {
                 return;
             };
-            if let Some(update) = run.held.take() {
-                if in_flight > 0 {
-                    run.held = Some(update);
-                    return;
-                }
-                trace.note(
-                    now,
-                    Actor::Publisher,
-                    update.serial.as_ref(),
-                    format!("answer {index}: nothing else in flight, final update released"),
-                );
-                self.send(now, index, Kind::Update, update, trace);
-                continue;
-            }
             let Some(op) = run.relay.poll_op() else {
                 return;
             };
@@ -279,34 +273,17 @@ impl Publisher {
                 run.last_update = Some(message.clone());
                 run.update_resends = 0;
             }
-            let is_final = kind == Kind::Update && run.relay.is_finished();
             trace.note(
                 now,
                 Actor::Publisher,
                 message.serial.as_ref(),
                 format!(
-                    "answer {index} publishes {}{kind:?} {}",
-                    if is_final { "final " } else { "" },
+                    "answer {index} publishes {kind:?} {}",
                     clip(message.data.as_ref().and_then(|d| d.as_str()).unwrap_or(""))
                 ),
             );
-            if is_final && in_flight > 0 {
-                trace.note(
-                    now,
-                    Actor::Publisher,
-                    message.serial.as_ref(),
-                    format!("answer {index}: final update held behind {in_flight} in flight"),
-                );
-                run.held = Some(message);
-                return;
-            }
             self.send(now, index, kind, message, trace);
         }
-    }
-
-    /// How many publishes of answer `index` await their outcome.
-    fn in_flight(&self, index: usize) -> usize {
-        self.pending.values().filter(|(i, _)| *i == index).count()
     }
 
     fn send(
@@ -317,22 +294,35 @@ impl Publisher {
         message: Message,
         trace: &mut Trace,
     ) {
+        let update = matches!(kind, Kind::Update).then(|| message.clone());
         match self.conn.publish(now, &self.channel, vec![message]) {
             Ok(id) => {
-                self.pending.insert(id, (index, kind));
+                self.pending.insert(
+                    id,
+                    Sent {
+                        index,
+                        kind,
+                        update,
+                    },
+                );
             }
-            Err(err) => self.settle(now, index, kind, Err(err.to_error_info()), trace),
+            Err(err) => {
+                let sent = Sent {
+                    index,
+                    kind,
+                    update: None,
+                };
+                self.settle(now, sent, Err(err.to_error_info()), trace);
+            }
         }
     }
 
-    fn settle(
-        &mut self,
-        now: Instant,
-        index: usize,
-        kind: Kind,
-        outcome: PublishOutcome,
-        trace: &mut Trace,
-    ) {
+    fn settle(&mut self, now: Instant, sent: Sent, outcome: PublishOutcome, trace: &mut Trace) {
+        let Sent {
+            index,
+            kind,
+            update,
+        } = sent;
         let Some(run) = self.runs.get_mut(index) else {
             return;
         };
@@ -395,10 +385,76 @@ impl Publisher {
                 self.problems
                     .push(format!("answer {index}: update refused: {err}"));
             }
-            (Kind::Append | Kind::Update, Ok(_)) => {}
+            (Kind::Append | Kind::Update, Ok(serials)) => {
+                let version = serials.into_iter().next().flatten();
+                if self.note_applied(index, kind, update.as_ref(), version) {
+                    self.resend_final(now, index, trace);
+                }
+            }
         }
         self.pump(now, index, trace);
     }
+
+    /// Records the version serial an append or update of answer `index` was ACKed with, and
+    /// says whether the final update is no longer the latest version applied.
+    fn note_applied(
+        &mut self,
+        index: usize,
+        kind: Kind,
+        update: Option<&Message>,
+        version: Option<Serial>,
+    ) -> bool {
+        let Some(run) = self.runs.get_mut(index) else {
+            return false;
+        };
+        let Some(version) = version else {
+            return false;
+        };
+        let is_final = kind == Kind::Update
+            && run.relay.is_finished()
+            && update.is_some_and(|u| run.last_update.as_ref().is_some_and(|l| same_content(u, l)));
+        let slot = if is_final {
+            &mut run.final_version
+        } else {
+            &mut run.other_version
+        };
+        if slot.as_ref().is_none_or(|v| *v < version) {
+            *slot = Some(version);
+        }
+        match (&run.final_version, &run.other_version) {
+            (Some(last), Some(other)) => other > last,
+            _ => false,
+        }
+    }
+
+    /// Publishes the final update again (with a new id), because an earlier publish of the
+    /// answer was applied after it.
+    fn resend_final(&mut self, now: Instant, index: usize, trace: &mut Trace) {
+        let Some(run) = self.runs.get_mut(index) else {
+            return;
+        };
+        let Some(update) = run.last_update.clone() else {
+            return;
+        };
+        trace.note(
+            now,
+            Actor::Publisher,
+            run.relay.serial(),
+            format!(
+                "answer {index}: a publish was applied after the final update ({} > {}), sending it again",
+                run.other_version.as_ref().map_or(String::new(), short),
+                run.final_version.as_ref().map_or(String::new(), short),
+            ),
+        );
+        // The resend's own ACK decides anew.
+        run.final_version = None;
+        self.send(now, index, Kind::Update, update, trace);
+    }
+}
+
+/// Whether two messages carry the same text and headers (their ids differ).
+fn same_content(a: &Message, b: &Message) -> bool {
+    a.data == b.data && a.extras == b.extras
 }
 
 /// As the daemon decides: capability, appends-disabled and size refusals are final.

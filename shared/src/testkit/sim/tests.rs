@@ -1,5 +1,6 @@
 //! Tests of the simulation's own parts: the PRNG, fault names, the service's Sockudo-order
-//! replay, the prefix check with its exemption, and the publisher's hold on a final update.
+//! replay, the prefix check with its exemption, and the publisher's resend of a
+//! final update overtaken by an earlier publish.
 
 use std::collections::BTreeMap;
 
@@ -307,10 +308,11 @@ fn outcome_frame(action: Action, msg_serial: MsgSerial, serial: Option<&str>) ->
 
 /// Seed 773's failure: an append's NACK was lost with the transport, the resume was refused,
 /// and the append, renumbered and resent (RTN19a2), was applied after the final update the
-/// service had already applied, so history's text ended with a stray fragment. The final
-/// update must therefore wait until nothing else of its answer is in flight.
+/// service had already applied, so history's text ended with a stray fragment. An append
+/// ACKed with a version serial above the final update's makes the publisher send the final
+/// update again; one ACKed below it does not.
 #[test]
-fn the_final_update_waits_until_every_earlier_publish_of_its_answer_has_settled() {
+fn an_append_applied_after_the_final_update_makes_the_publisher_send_it_again() {
     let mut trace = Trace::default();
     let answer = ModelAnswer::draw(&mut SimRng::new(5), 0, 0);
     let channel = ChannelName::new("ai:sim");
@@ -331,7 +333,7 @@ fn the_final_update_waits_until_every_earlier_publish_of_its_answer_has_settled(
     .unwrap();
     let mut publisher = Publisher::new(conn, channel, 0, std::slice::from_ref(&answer));
 
-    // Run the whole stream, ACKing the create at once and leaving every append unsettled.
+    // Run the whole stream, ACKing the create at once and leaving the rest unsettled.
     let mut appends = Vec::new();
     let mut updates = Vec::new();
     let mut now = t0;
@@ -352,45 +354,47 @@ fn the_final_update_waits_until_every_earlier_publish_of_its_answer_has_settled(
                     publisher.conn.handle_frame(now, ack);
                 }
                 MessageAction::APPEND => appends.push(msg_serial),
-                _ => updates.push(msg.clone()),
+                _ => updates.push(msg_serial),
             }
             drain_publisher(&mut publisher, now, &mut trace);
         }
     }
+    let [final_update] = updates.as_slice() else {
+        panic!("expected one update, the final one, got {updates:?}");
+    };
     assert!(
-        appends.len() >= 2,
+        appends.len() >= 3,
         "the answer sent {} appends",
         appends.len()
     );
-    assert!(
-        updates.is_empty(),
-        "an update went out while {} appends were in flight",
-        appends.len()
-    );
-    assert!(!publisher.is_done());
+    let late = appends.pop().unwrap();
+    let early = appends.pop().unwrap();
 
-    // Every append but the last is ACKed: the final update still waits.
-    let last = appends.pop().unwrap();
+    // The final update and the appends before `early` are ACKed in order.
     for (n, msg_serial) in appends.iter().enumerate() {
-        let version = format!("v{n}");
+        let version = format!("v{n:04}");
         let ack = outcome_frame(Action::ACK, *msg_serial, Some(&version));
         publisher.conn.handle_frame(now, ack);
     }
+    let ack = outcome_frame(Action::ACK, *final_update, Some("v5000"));
+    publisher.conn.handle_frame(now, ack);
+    // `early` went before the final update: nothing to do.
+    let ack = outcome_frame(Action::ACK, early, Some("v4999"));
+    publisher.conn.handle_frame(now, ack);
     let sent = drain_publisher(&mut publisher, now, &mut trace);
     assert!(
         sent.is_empty(),
-        "sent before the last append settled: {sent:?}"
+        "sent for an append applied before: {sent:?}"
     );
 
-    // The last append is NACKed: the final update goes out, with the model's whole text.
-    publisher
-        .conn
-        .handle_frame(now, outcome_frame(Action::NACK, last, None));
+    // `late` was applied after the final update: the final update goes out again.
+    let ack = outcome_frame(Action::ACK, late, Some("v5001"));
+    publisher.conn.handle_frame(now, ack);
     let sent = drain_publisher(&mut publisher, now, &mut trace);
-    let [update] = sent.as_slice() else {
+    let [again] = sent.as_slice() else {
         panic!("expected the final update alone, got {sent:?}");
     };
-    let message = update.messages.as_deref().and_then(|m| m.first()).unwrap();
+    let message = again.messages.as_deref().and_then(|m| m.first()).unwrap();
     assert_eq!(message.action(), MessageAction::UPDATE);
     assert_eq!(
         message.data.as_ref().and_then(|d| d.as_str()),
@@ -400,4 +404,12 @@ fn the_final_update_waits_until_every_earlier_publish_of_its_answer_has_settled(
         message.header(headers::STATUS),
         Some(headers::Status::Completed.as_str())
     );
+    assert!(!publisher.is_done());
+
+    // Its ACK is the latest version: the answer is settled, and nothing more is sent.
+    let ack = outcome_frame(Action::ACK, again.msg_serial.unwrap(), Some("v5002"));
+    publisher.conn.handle_frame(now, ack);
+    let sent = drain_publisher(&mut publisher, now, &mut trace);
+    assert!(sent.is_empty(), "sent after the answer settled: {sent:?}");
+    assert!(publisher.is_done());
 }
