@@ -2,6 +2,14 @@
 //! daemon's answer loop drives them: the create published first and its serial awaited,
 //! appends pipelined, a NACKed append repaired by a full-text update, the final update sent
 //! again (with a new id, up to three times) when it is refused for a reason worth retrying.
+//!
+//! The final update is also sent again when an earlier publish of its answer turns out to
+//! have been applied after it: its ACK carries a version serial above the final update's.
+//! That happens when a publish's ACK or NACK is lost with the transport and the resume is
+//! refused: the queue is renumbered and resent on the new connection (RTN19a2), the service
+//! skips by id what it already applied (RSL1k), and applies the rest, so an append whose
+//! NACK was lost lands after the final update and history's text ends with a stray
+//! fragment (seed 773).
 
 use std::collections::{BTreeMap, VecDeque};
 
@@ -45,6 +53,20 @@ struct Run {
     lookup_at: Option<Instant>,
     looked_up: bool,
     create_failed: bool,
+    /// The highest version serial ACKed for the final update (a publish equal to
+    /// `last_update` once the relay has finished).
+    final_version: Option<Serial>,
+    /// The highest version serial ACKed for any other append or update of the answer.
+    other_version: Option<Serial>,
+}
+
+/// One publish awaiting its outcome.
+#[derive(Debug)]
+struct Sent {
+    index: usize,
+    kind: Kind,
+    /// An update's message, to tell the final update from a repair when it is ACKed.
+    update: Option<Message>,
 }
 
 /// The publisher's answers and its connection.
@@ -53,7 +75,7 @@ pub(super) struct Publisher {
     pub(super) conn: Connection,
     channel: ChannelName,
     runs: Vec<Run>,
-    pending: BTreeMap<PublishId, (usize, Kind)>,
+    pending: BTreeMap<PublishId, Sent>,
     /// Why an answer could not reach its viewers (a refused create or final update).
     pub(super) problems: Vec<String>,
 }
@@ -87,6 +109,8 @@ impl Publisher {
                 lookup_at: None,
                 looked_up: false,
                 create_failed: false,
+                final_version: None,
+                other_version: None,
             })
             .collect();
         Self {
@@ -139,8 +163,8 @@ impl Publisher {
     /// An event from the publisher's connection.
     pub(super) fn handle_event(&mut self, now: Instant, event: Event, trace: &mut Trace) {
         if let Event::Published { id, outcome } = event {
-            if let Some((index, kind)) = self.pending.remove(&id) {
-                self.settle(now, index, kind, outcome, trace);
+            if let Some(sent) = self.pending.remove(&id) {
+                self.settle(now, sent, outcome, trace);
             }
         }
     }
@@ -270,22 +294,35 @@ impl Publisher {
         message: Message,
         trace: &mut Trace,
     ) {
+        let update = matches!(kind, Kind::Update).then(|| message.clone());
         match self.conn.publish(now, &self.channel, vec![message]) {
             Ok(id) => {
-                self.pending.insert(id, (index, kind));
+                self.pending.insert(
+                    id,
+                    Sent {
+                        index,
+                        kind,
+                        update,
+                    },
+                );
             }
-            Err(err) => self.settle(now, index, kind, Err(err.to_error_info()), trace),
+            Err(err) => {
+                let sent = Sent {
+                    index,
+                    kind,
+                    update: None,
+                };
+                self.settle(now, sent, Err(err.to_error_info()), trace);
+            }
         }
     }
 
-    fn settle(
-        &mut self,
-        now: Instant,
-        index: usize,
-        kind: Kind,
-        outcome: PublishOutcome,
-        trace: &mut Trace,
-    ) {
+    fn settle(&mut self, now: Instant, sent: Sent, outcome: PublishOutcome, trace: &mut Trace) {
+        let Sent {
+            index,
+            kind,
+            update,
+        } = sent;
         let Some(run) = self.runs.get_mut(index) else {
             return;
         };
@@ -348,10 +385,76 @@ impl Publisher {
                 self.problems
                     .push(format!("answer {index}: update refused: {err}"));
             }
-            (Kind::Append | Kind::Update, Ok(_)) => {}
+            (Kind::Append | Kind::Update, Ok(serials)) => {
+                let version = serials.into_iter().next().flatten();
+                if self.note_applied(index, kind, update.as_ref(), version) {
+                    self.resend_final(now, index, trace);
+                }
+            }
         }
         self.pump(now, index, trace);
     }
+
+    /// Records the version serial an append or update of answer `index` was ACKed with, and
+    /// says whether the final update is no longer the latest version applied.
+    fn note_applied(
+        &mut self,
+        index: usize,
+        kind: Kind,
+        update: Option<&Message>,
+        version: Option<Serial>,
+    ) -> bool {
+        let Some(run) = self.runs.get_mut(index) else {
+            return false;
+        };
+        let Some(version) = version else {
+            return false;
+        };
+        let is_final = kind == Kind::Update
+            && run.relay.is_finished()
+            && update.is_some_and(|u| run.last_update.as_ref().is_some_and(|l| same_content(u, l)));
+        let slot = if is_final {
+            &mut run.final_version
+        } else {
+            &mut run.other_version
+        };
+        if slot.as_ref().is_none_or(|v| *v < version) {
+            *slot = Some(version);
+        }
+        match (&run.final_version, &run.other_version) {
+            (Some(last), Some(other)) => other > last,
+            _ => false,
+        }
+    }
+
+    /// Publishes the final update again (with a new id), because an earlier publish of the
+    /// answer was applied after it.
+    fn resend_final(&mut self, now: Instant, index: usize, trace: &mut Trace) {
+        let Some(run) = self.runs.get_mut(index) else {
+            return;
+        };
+        let Some(update) = run.last_update.clone() else {
+            return;
+        };
+        trace.note(
+            now,
+            Actor::Publisher,
+            run.relay.serial(),
+            format!(
+                "answer {index}: a publish was applied after the final update ({} > {}), sending it again",
+                run.other_version.as_ref().map_or(String::new(), short),
+                run.final_version.as_ref().map_or(String::new(), short),
+            ),
+        );
+        // The resend's own ACK decides anew.
+        run.final_version = None;
+        self.send(now, index, Kind::Update, update, trace);
+    }
+}
+
+/// Whether two messages carry the same text and headers (their ids differ).
+fn same_content(a: &Message, b: &Message) -> bool {
+    a.data == b.data && a.extras == b.extras
 }
 
 /// As the daemon decides: capability, appends-disabled and size refusals are final.

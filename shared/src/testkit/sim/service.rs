@@ -177,7 +177,10 @@ impl Service {
         match item {
             Up::Open(url) => self.on_open(now, link, &url, trace),
             Up::Frame(frame) => self.on_frame(now, link, frame, trace),
-            Up::Closed => self.drop_link(now, link),
+            Up::Closed => {
+                let lost = self.drop_link(now, link);
+                note_lost(now, link, &lost, trace);
+            }
         }
         self.flush(now);
     }
@@ -458,16 +461,34 @@ impl Service {
                     self.enqueue(now, link, reply);
                 }
             }
-            Action::DISCONNECT => self.drop_link(now, link),
+            Action::DISCONNECT => {
+                let lost = self.drop_link(now, link);
+                note_lost(now, link, &lost, trace);
+            }
             _ => {}
         }
     }
 
-    /// The client's socket closed (or the service noticed a cut).
-    fn drop_link(&mut self, now: Instant, link: LinkId) {
+    /// The client's socket closed (or the service noticed a cut). What was still buffered
+    /// for it is lost; returns the ACKs and NACKs among it, whose outcomes the client then
+    /// never learns.
+    fn drop_link(&mut self, now: Instant, link: LinkId) -> Vec<String> {
         let Some(out) = self.links.remove(&link) else {
-            return;
+            return Vec::new();
         };
+        let lost = out
+            .frames
+            .iter()
+            .filter(|f| f.action == Action::ACK || f.action == Action::NACK)
+            .map(|f| {
+                let kind = if f.action == Action::ACK {
+                    "ACK"
+                } else {
+                    "NACK"
+                };
+                format!("{kind} {}", f.msg_serial.map_or(0, |m| m.0))
+            })
+            .collect();
         if let Some(conn) = self
             .conns
             .get_mut(&out.conn)
@@ -479,6 +500,7 @@ impl Service {
                 att.active = false;
             }
         }
+        lost
     }
 
     /// Sends what is buffered for `link`, then closes it.
@@ -1042,6 +1064,22 @@ impl Outbound {
             flush_at: None,
             last_sent: now,
         }
+    }
+}
+
+/// Traces the ACKs and NACKs a dropped link never carried.
+fn note_lost(now: Instant, link: LinkId, lost: &[String], trace: &mut Trace) {
+    if !lost.is_empty() {
+        trace.note(
+            now,
+            Actor::Service,
+            None,
+            format!(
+                "link {} gone: buffered {} never sent",
+                link.0,
+                lost.join(", ")
+            ),
+        );
     }
 }
 

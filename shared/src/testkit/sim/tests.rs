@@ -1,5 +1,6 @@
 //! Tests of the simulation's own parts: the PRNG, fault names, the service's Sockudo-order
-//! replay, and the prefix check with its exemption.
+//! replay, the prefix check with its exemption, and the publisher's resend of a
+//! final update overtaken by an earlier publish.
 
 use std::collections::BTreeMap;
 
@@ -7,14 +8,15 @@ use super::check;
 use super::model::ModelAnswer;
 use super::net::{Down, LinkId, Up};
 use super::plan::{Faults, Plan, Rewind};
+use super::publisher::Publisher;
 use super::rng::SimRng;
-use super::service::Service;
+use super::service::{self, Service};
 use super::trace::Trace;
 use super::viewer::Viewer;
-use crate::connection::{ApiKey, Auth, Config, Connection, Endpoint};
+use crate::connection::{ApiKey, Auth, Config, Connection, Endpoint, Output, Transmit};
 use crate::headers;
 use crate::ids::{ChannelName, ChannelSerial, MsgSerial, Serial};
-use crate::protocol::{Action, Message, MessageAction, ProtocolMessage};
+use crate::protocol::{Action, ErrorInfo, Message, MessageAction, ProtocolMessage, PublishResult};
 use crate::time::Instant;
 
 #[test]
@@ -270,4 +272,144 @@ fn the_prefix_check_flags_a_hole_unless_a_told_loss_is_unrepaired() {
         .apply(&answer_message(MessageAction::UPDATE, "s5", "hello world"))
         .unwrap();
     assert!(check::prefix(now, 0, &v, &serial, &models).is_none());
+}
+
+/// Drains the publisher's connection: events go to the publisher, frames are returned.
+fn drain_publisher(
+    publisher: &mut Publisher,
+    now: Instant,
+    trace: &mut Trace,
+) -> Vec<ProtocolMessage> {
+    let mut frames = Vec::new();
+    while let Some(output) = publisher.conn.poll_output() {
+        match output {
+            Output::Transmit(Transmit::Frame(frame)) => frames.push(frame),
+            Output::Event(event) => publisher.handle_event(now, event, trace),
+            Output::Transmit(_) => {}
+        }
+    }
+    frames
+}
+
+fn outcome_frame(action: Action, msg_serial: MsgSerial, serial: Option<&str>) -> ProtocolMessage {
+    ProtocolMessage {
+        msg_serial: Some(msg_serial),
+        count: Some(1),
+        res: (action == Action::ACK).then(|| {
+            vec![PublishResult {
+                serials: vec![serial.map(Serial::new)],
+            }]
+        }),
+        error: (action == Action::NACK)
+            .then(|| ErrorInfo::new(service::INTERNAL_ERROR, 500, "refused")),
+        ..ProtocolMessage::new(action)
+    }
+}
+
+/// Seed 773's failure: an append's NACK was lost with the transport, the resume was refused,
+/// and the append, renumbered and resent (RTN19a2), was applied after the final update the
+/// service had already applied, so history's text ended with a stray fragment. An append
+/// ACKed with a version serial above the final update's makes the publisher send the final
+/// update again; one ACKed below it does not.
+#[test]
+fn an_append_applied_after_the_final_update_makes_the_publisher_send_it_again() {
+    let mut trace = Trace::default();
+    let answer = ModelAnswer::draw(&mut SimRng::new(5), 0, 0);
+    let channel = ChannelName::new("ai:sim");
+    let endpoint = Endpoint::parse("http://sim.invalid:80").unwrap();
+    let mut config = Config::new(
+        endpoint,
+        Auth::Key(ApiKey::parse("sim.publisher:secret").unwrap()),
+        "pubtest",
+    );
+    config.echo = false;
+    let mut conn = Connection::new(config);
+    let t0 = Instant::from_millis(0);
+    conn.connect(t0);
+    conn.handle_text(
+        t0,
+        r#"{"action":4,"connectionId":"c1","connectionDetails":{"connectionKey":"c1!k","maxMessageSize":65536,"connectionStateTtl":120000,"maxIdleInterval":15000}}"#,
+    )
+    .unwrap();
+    let mut publisher = Publisher::new(conn, channel, 0, std::slice::from_ref(&answer));
+
+    // Run the whole stream, ACKing the create at once and leaving the rest unsettled.
+    let mut appends = Vec::new();
+    let mut updates = Vec::new();
+    let mut now = t0;
+    for _ in 0..10_000 {
+        let Some(at) = publisher.poll_timeout() else {
+            break;
+        };
+        now = now.max(at);
+        publisher.handle_timeout(now, &mut trace);
+        for frame in drain_publisher(&mut publisher, now, &mut trace) {
+            let (Some(msg_serial), Some([msg])) = (frame.msg_serial, frame.messages.as_deref())
+            else {
+                continue;
+            };
+            match msg.action() {
+                MessageAction::CREATE => {
+                    let ack = outcome_frame(Action::ACK, msg_serial, Some("s-answer"));
+                    publisher.conn.handle_frame(now, ack);
+                }
+                MessageAction::APPEND => appends.push(msg_serial),
+                _ => updates.push(msg_serial),
+            }
+            drain_publisher(&mut publisher, now, &mut trace);
+        }
+    }
+    let [final_update] = updates.as_slice() else {
+        panic!("expected one update, the final one, got {updates:?}");
+    };
+    assert!(
+        appends.len() >= 3,
+        "the answer sent {} appends",
+        appends.len()
+    );
+    let late = appends.pop().unwrap();
+    let early = appends.pop().unwrap();
+
+    // The final update and the appends before `early` are ACKed in order.
+    for (n, msg_serial) in appends.iter().enumerate() {
+        let version = format!("v{n:04}");
+        let ack = outcome_frame(Action::ACK, *msg_serial, Some(&version));
+        publisher.conn.handle_frame(now, ack);
+    }
+    let ack = outcome_frame(Action::ACK, *final_update, Some("v5000"));
+    publisher.conn.handle_frame(now, ack);
+    // `early` went before the final update: nothing to do.
+    let ack = outcome_frame(Action::ACK, early, Some("v4999"));
+    publisher.conn.handle_frame(now, ack);
+    let sent = drain_publisher(&mut publisher, now, &mut trace);
+    assert!(
+        sent.is_empty(),
+        "sent for an append applied before: {sent:?}"
+    );
+
+    // `late` was applied after the final update: the final update goes out again.
+    let ack = outcome_frame(Action::ACK, late, Some("v5001"));
+    publisher.conn.handle_frame(now, ack);
+    let sent = drain_publisher(&mut publisher, now, &mut trace);
+    let [again] = sent.as_slice() else {
+        panic!("expected the final update alone, got {sent:?}");
+    };
+    let message = again.messages.as_deref().and_then(|m| m.first()).unwrap();
+    assert_eq!(message.action(), MessageAction::UPDATE);
+    assert_eq!(
+        message.data.as_ref().and_then(|d| d.as_str()),
+        Some(answer.text.as_str())
+    );
+    assert_eq!(
+        message.header(headers::STATUS),
+        Some(headers::Status::Completed.as_str())
+    );
+    assert!(!publisher.is_done());
+
+    // Its ACK is the latest version: the answer is settled, and nothing more is sent.
+    let ack = outcome_frame(Action::ACK, again.msg_serial.unwrap(), Some("v5002"));
+    publisher.conn.handle_frame(now, ack);
+    let sent = drain_publisher(&mut publisher, now, &mut trace);
+    assert!(sent.is_empty(), "sent after the answer settled: {sent:?}");
+    assert!(publisher.is_done());
 }

@@ -462,6 +462,20 @@ impl World {
         while let Some((link, item)) = self.service.poll_transmit() {
             match item {
                 Down::Frame(frame) => {
+                    let outcome = frame.action == Action::ACK || frame.action == Action::NACK;
+                    if outcome && !self.net.is_live(link) {
+                        self.trace.note(
+                            now,
+                            Actor::Net,
+                            None,
+                            format!(
+                                "{:?} msgSerial {} lost: link {} is cut",
+                                frame.action,
+                                frame.msg_serial.map_or(0, |m| m.0),
+                                link.0
+                            ),
+                        );
+                    }
                     self.net.send_down(now, link, Down::Frame(frame));
                     if !touched.contains(&link) {
                         touched.push(link);
