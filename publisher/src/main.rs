@@ -53,6 +53,27 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             publisher::serve::main(&args).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Model(args) => {
+            let path = args.local.path();
+            let (model, took) = tokio::task::spawn_blocking(move || publisher::model::Model::load(&path))
+                .await
+                .context("loading the model")??;
+            eprintln!("loaded {} in {} ms", model.name(), took.as_millis());
+            let engine = publisher::model::Engine::start(model, args.local.model_workers)?;
+            let listener = tokio::net::TcpListener::bind(args.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", args.listen))?;
+            let addr = listener.local_addr()?;
+            println!("model server listening on http://{addr}/v1");
+            publisher::model::server::serve(
+                listener,
+                engine,
+                args.local.defaults(),
+                publisher::serve::signal(),
+            )
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Replay(args) => {
             let mut config = publisher::replay::ReplayConfig::load_dir(&args.dir)
                 .with_context(|| format!("loading recordings from {}", args.dir.display()))?;
