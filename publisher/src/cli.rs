@@ -136,6 +136,11 @@ pub struct LocalModelArgs {
     #[arg(long, env = "MODEL_PATH")]
     pub model_path: Option<PathBuf>,
 
+    /// Keep the model's weights quantized in memory instead of widening them to floats at
+    /// load (less memory, much slower for formats candle has no fast kernel for, like Q4_1).
+    #[arg(long, env = "MODEL_KEEP_QUANTIZED")]
+    pub model_keep_quantized: bool,
+
     /// Answers generated at once; more wait in a queue.
     #[arg(long, env = "MODEL_WORKERS", default_value_t = 2)]
     pub model_workers: usize,
@@ -164,6 +169,18 @@ impl LocalModelArgs {
             .clone()
             .filter(|path| !path.as_os_str().is_empty())
             .unwrap_or_else(crate::model::default_path)
+    }
+
+    /// Loads the model these options name (blocking: it reads the whole file).
+    pub fn load(
+        &self,
+    ) -> Result<(crate::model::Model, std::time::Duration), crate::model::ModelError> {
+        let weights = if self.model_keep_quantized {
+            crate::model::Weights::Quantized
+        } else {
+            crate::model::Weights::Widened
+        };
+        crate::model::Model::load_with(&self.path(), weights)
     }
 
     /// What requests get when they do not say.
@@ -345,8 +362,14 @@ impl OpenAiArgs {
     /// Which built-in server answers, if one does: with no API key and no base URL, the
     /// replay server when REPLAY_DIR is set, else the local model.
     pub fn builtin(&self) -> Option<Builtin> {
-        let external = self.openai_api_key.as_deref().is_some_and(|k| !k.is_empty())
-            || self.openai_base_url.as_deref().is_some_and(|u| !u.is_empty());
+        let external = self
+            .openai_api_key
+            .as_deref()
+            .is_some_and(|k| !k.is_empty())
+            || self
+                .openai_base_url
+                .as_deref()
+                .is_some_and(|u| !u.is_empty());
         match (&self.replay_dir, external) {
             (_, true) => None,
             (Some(_), false) => Some(Builtin::Replay),

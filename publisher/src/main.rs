@@ -54,8 +54,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Model(args) => {
-            let path = args.local.path();
-            let (model, took) = tokio::task::spawn_blocking(move || publisher::model::Model::load(&path))
+            let local = args.local.clone();
+            let (model, took) = tokio::task::spawn_blocking(move || local.load())
                 .await
                 .context("loading the model")??;
             eprintln!("loaded {} in {} ms", model.name(), took.as_millis());

@@ -14,7 +14,7 @@ use crate::ably::{Realtime, TokenSource};
 use crate::answer::Answers;
 use crate::cli::{AblyArgs, Builtin, OpenAiArgs, OPENAI_BASE_URL};
 use crate::metrics::Metrics;
-use crate::model::{self, Engine, Model};
+use crate::model::{self, Engine};
 use crate::openai::OpenAi;
 use crate::replay::{self, ReplayConfig};
 
@@ -144,12 +144,16 @@ async fn start_builtin_model(
     openai: &OpenAiArgs,
 ) -> Result<(String, tokio::sync::oneshot::Sender<()>), StartError> {
     let local = openai.local.clone();
-    let path = local.path();
-    let (model, took) = tokio::task::spawn_blocking(move || Model::load(&path))
+    let loading = local.clone();
+    let (model, took) = tokio::task::spawn_blocking(move || loading.load())
         .await
         .map_err(|e| StartError::Model(e.to_string()))?
         .map_err(|e| StartError::Model(e.to_string()))?;
-    tracing::info!(model = model.name(), load_ms = took.as_millis(), "loaded the local model");
+    tracing::info!(
+        model = model.name(),
+        load_ms = took.as_millis(),
+        "loaded the local model"
+    );
     let engine =
         Engine::start(model, local.model_workers).map_err(|e| StartError::Model(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

@@ -157,7 +157,9 @@ impl Engine {
         };
         if let Err(mpsc::SendError(job)) = self.jobs.send(job) {
             // Unreachable while `self` holds the queue; said anyway rather than hung.
-            let _ = job.out.send(Generated::Failed("the model's workers stopped".into()));
+            let _ = job
+                .out
+                .send(Generated::Failed("the model's workers stopped".into()));
         }
         receiver
     }

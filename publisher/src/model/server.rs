@@ -228,9 +228,7 @@ async fn create_response(
         max_tokens,
         "generating"
     );
-    let generated = server
-        .engine
-        .generate(prompt, max_tokens, request.sampling);
+    let generated = server.engine.generate(prompt, max_tokens, request.sampling);
     let body = Body::from_stream(frames(events, generated, request.max_output_tokens));
     let mut response = body.into_response();
     let headers = response.headers_mut();
@@ -313,11 +311,9 @@ fn frames(
                 Some(Generated::Failed(message)) => {
                     vec![answer.events.failed(&answer.text, &message, 0)]
                 }
-                None => vec![answer.events.failed(
-                    &answer.text,
-                    "the model's worker stopped",
-                    0,
-                )],
+                None => vec![answer
+                    .events
+                    .failed(&answer.text, "the model's worker stopped", 0)],
             };
             answer.pending.extend(ending);
             answer.over = true;

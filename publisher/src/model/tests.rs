@@ -39,7 +39,9 @@ fn the_prompt_ends_where_the_answer_begins() {
     let text = model.tokenizer().decode(&ids, false).unwrap();
     assert!(text.starts_with("<|im_start|>system\n"), "{text}");
     assert!(
-        text.ends_with("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"),
+        text.ends_with(
+            "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+        ),
         "{text}"
     );
 }

@@ -31,7 +31,10 @@ fn message_items_keep_their_roles_and_join_their_parts() {
 #[test]
 fn inputs_of_another_shape_are_refused() {
     assert_eq!(turns(None, &json!(42)), None);
-    assert_eq!(turns(None, &json!([{"role": "tool", "content": "x"}])), None);
+    assert_eq!(
+        turns(None, &json!([{"role": "tool", "content": "x"}])),
+        None
+    );
     assert_eq!(turns(None, &json!([{"role": "user", "content": 7}])), None);
 }
 

@@ -94,7 +94,10 @@ async fn dropping_the_receiver_stops_generation_within_one_token() {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let after = engine.tokens_sampled() - sampled_at_drop;
-    assert!(after <= 1, "{after} tokens were generated after the client left");
+    assert!(
+        after <= 1,
+        "{after} tokens were generated after the client left"
+    );
     assert!(engine.tokens_sampled() < 100, "the answer ran on");
 }
 

@@ -122,7 +122,10 @@ async fn requests_that_do_not_stream_get_a_clear_400() {
         let response = client.post(&url).json(&body).send().await.unwrap();
         assert_eq!(response.status(), 400, "{body}");
         let error: Value = response.json().await.unwrap();
-        assert!(error["error"]["message"].as_str().unwrap().len() > 10, "{error}");
+        assert!(
+            error["error"]["message"].as_str().unwrap().len() > 10,
+            "{error}"
+        );
     }
     let response = client
         .post(&url)
