@@ -203,6 +203,11 @@ pub struct ModelArgs {
     #[arg(long, env = "MODEL_LISTEN", default_value = "127.0.0.1:8082")]
     pub listen: SocketAddr,
 
+    /// Measure the model instead of serving it: load time, time to first token, tokens/s
+    /// for one answer and for four at once, peak memory. Prints them and exits.
+    #[arg(long)]
+    pub bench: bool,
+
     #[command(flatten)]
     pub local: LocalModelArgs,
 }

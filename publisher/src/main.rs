@@ -60,6 +60,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("loading the model")??;
             eprintln!("loaded {} in {} ms", model.name(), took.as_millis());
             let engine = publisher::model::Engine::start(model, args.local.model_workers)?;
+            if args.bench {
+                let report = publisher::model::bench::run(&engine, took).await?;
+                println!(
+                    "{} with {} workers:",
+                    engine.model().name(),
+                    engine.workers()
+                );
+                println!("{report}");
+                return Ok(ExitCode::SUCCESS);
+            }
             let listener = tokio::net::TcpListener::bind(args.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -11,6 +11,7 @@
 //! Nothing here downloads anything: a missing or broken file is an error that names the
 //! command that fetches it.
 
+pub mod bench;
 pub mod chat;
 mod engine;
 pub mod server;
