@@ -156,20 +156,37 @@ async fn start_builtin_model(
     );
     let engine =
         Engine::start(model, local.model_workers).map_err(|e| StartError::Model(e.to_string()))?;
+    let defaults = local.defaults();
+    on_loopback("model", move |listener, shutdown| {
+        model::server::serve(listener, engine, defaults, shutdown)
+    })
+    .await
+    .map_err(StartError::Model)
+}
+
+/// Binds a free loopback port and runs the built-in server `kind` there (started by `serve`
+/// with its listener and shutdown signal) until the returned sender is dropped; gives its
+/// base URL.
+async fn on_loopback<F, S>(
+    kind: &'static str,
+    serve: S,
+) -> Result<(String, tokio::sync::oneshot::Sender<()>), String>
+where
+    S: FnOnce(tokio::net::TcpListener, futures_util::future::BoxFuture<'static, ()>) -> F,
+    F: std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+{
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
-        .map_err(|e| StartError::Model(e.to_string()))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| StartError::Model(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let defaults = local.defaults();
+    let shutdown = Box::pin(async move {
+        let _ = stopped.await;
+    });
+    let server = serve(listener, shutdown);
     tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stopped.await;
-        };
-        if let Err(err) = model::server::serve(listener, engine, defaults, shutdown).await {
-            tracing::error!(error = %err, "the built-in model server stopped");
+        if let Err(err) = server.await {
+            tracing::error!(error = %err, "the built-in {kind} server stopped");
         }
     });
     Ok((format!("http://{addr}/v1"), stop))
@@ -183,20 +200,9 @@ async fn start_builtin_replay(
         None => ReplayConfig::default(),
     };
     config.interval = BUILTIN_REPLAY_INTERVAL;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| StartError::Replay(e.to_string()))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| StartError::Replay(e.to_string()))?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stopped.await;
-        };
-        if let Err(err) = replay::serve(listener, config, shutdown).await {
-            tracing::error!(error = %err, "the built-in replay server stopped");
-        }
-    });
-    Ok((format!("http://{addr}/v1"), stop))
+    on_loopback("replay", move |listener, shutdown| {
+        replay::serve(listener, config, shutdown)
+    })
+    .await
+    .map_err(StartError::Replay)
 }

@@ -46,6 +46,17 @@ async fn daemon(server: &Sockudo) -> Daemon {
     Daemon::from_args(&args).await.unwrap()
 }
 
+async fn viewer(server: &Sockudo, channel: &str) -> Subscriber {
+    Subscriber::attach(
+        &server.endpoint(),
+        "viewer",
+        channel,
+        AttachOptions::default(),
+    )
+    .await
+    .unwrap()
+}
+
 async fn prompt(daemon: &Daemon, channel: &str, input: &str) -> Serial {
     let response = reqwest::Client::new()
         .post(format!("{}/v1/prompts", daemon.url))
@@ -80,14 +91,7 @@ async fn the_offline_default_answers_with_the_real_model_and_stops_on_cancel() {
 
     let mut texts = Vec::new();
     for channel in ["ai:local-1", "ai:local-2"] {
-        let mut viewer = Subscriber::attach(
-            &server.endpoint(),
-            "viewer",
-            channel,
-            AttachOptions::default(),
-        )
-        .await
-        .unwrap();
+        let mut viewer = viewer(&server, channel).await;
         let serial = prompt(&daemon, channel, question).await;
         let (status, text) = ended(&mut viewer, &serial).await;
         assert!(
@@ -115,14 +119,7 @@ async fn the_offline_default_answers_with_the_real_model_and_stops_on_cancel() {
 
     // Stop mid-answer reaches the model: the answer ends cancelled, not at its limit.
     let channel = "ai:local-stop";
-    let mut viewer = Subscriber::attach(
-        &server.endpoint(),
-        "viewer",
-        channel,
-        AttachOptions::default(),
-    )
-    .await
-    .unwrap();
+    let mut viewer = viewer(&server, channel).await;
     let serial = prompt(&daemon, channel, "Write a long story about a dragon.").await;
     let streaming = viewer
         .until(WAIT, |view| {

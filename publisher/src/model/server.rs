@@ -27,7 +27,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::{chat, Engine, Generated, ModelError, Sampling, StopReason, Turn};
 use crate::replay::events::AnswerEvents;
-use crate::replay::request::RequestError;
+use crate::replay::request::{json_object, RequestError};
 
 /// What a request gets when it does not say.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -101,18 +101,7 @@ struct Request {
 
 impl Request {
     fn parse(body: &[u8], defaults: &Defaults) -> Result<Self, RequestError> {
-        let value: Value = serde_json::from_slice(body).map_err(|error| {
-            RequestError::bad(
-                format!("We could not parse the JSON body of your request: {error}."),
-                "invalid_json",
-            )
-        })?;
-        let Value::Object(fields) = value else {
-            return Err(RequestError::bad(
-                "The request body must be a JSON object.",
-                "invalid_json",
-            ));
-        };
+        let fields = json_object(body)?;
         if fields.get("stream") != Some(&Value::Bool(true)) {
             return Err(RequestError::bad(
                 "The local model server only streams: set 'stream' to true.",
