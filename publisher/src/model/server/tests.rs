@@ -139,3 +139,31 @@ async fn requests_that_do_not_stream_get_a_clear_400() {
         .unwrap()
         .contains("'stream' to true"));
 }
+
+#[tokio::test]
+async fn a_long_answer_does_not_hold_up_other_requests() {
+    let url = start().await;
+    let client = reqwest::Client::new();
+    let mut long = client
+        .post(&url)
+        .json(
+            &json!({"model": "m", "stream": true, "temperature": 0, "max_output_tokens": 300,
+                      "input": "Write a long story about a dragon."}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(long.status(), 200);
+    long.chunk().await.unwrap().expect("the stream has begun");
+    let asked = std::time::Instant::now();
+    let response = client
+        .post(&url)
+        .json(&json!({"model": "m", "input": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let took = asked.elapsed();
+    assert!(took < std::time::Duration::from_millis(500), "{took:?}");
+    drop(long); // the client leaves: the worker stops
+}
