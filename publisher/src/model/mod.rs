@@ -160,10 +160,15 @@ impl Model {
     }
 
     /// The token ids of a conversation rendered with the chat template, ready for the
-    /// model to answer. Oldest turns (after a leading system turn) are dropped until the
+    /// model to answer. Control tokens inside the turns' text are defused first. Oldest turns (after a leading system turn) are dropped until the
     /// prompt leaves `answer_room` tokens of the context free.
     pub fn prompt(&self, turns: &[Turn], answer_room: usize) -> Result<Vec<u32>, ModelError> {
         let limit = CONTEXT_TOKENS.saturating_sub(answer_room.max(1));
+        let turns: Vec<Turn> = turns
+            .iter()
+            .map(|turn| Turn::new(&turn.role, self.defuse(&turn.content)))
+            .collect();
+        let turns = turns.as_slice();
         let keep_first = usize::from(turns.first().is_some_and(|t| t.role == "system"));
         let mut dropped = 0;
         loop {
@@ -187,6 +192,21 @@ impl Model {
             }
             dropped += 1;
         }
+    }
+
+    /// `text` with every control token written in it (such as `<|im_start|>`) broken by a
+    /// zero-width space, so that what a person types can never open or close a turn.
+    fn defuse(&self, text: &str) -> String {
+        let mut text = text.to_owned();
+        for token in self.tokenizer.get_added_tokens_decoder().values() {
+            let content = token.content.as_str();
+            if token.special && content.len() > 1 && text.contains(content) {
+                let split = content.chars().next().map_or(1, char::len_utf8);
+                let (head, tail) = content.split_at(split);
+                text = text.replace(content, &format!("{head}\u{200B}{tail}"));
+            }
+        }
+        text
     }
 
     /// Token ids of `text`; control tokens written in it (such as `<|im_start|>`) count as

@@ -218,7 +218,12 @@ async fn create_response(
         "generating"
     );
     let generated = server.engine.generate(prompt, max_tokens, request.sampling);
-    let body = Body::from_stream(frames(events, generated, request.max_output_tokens));
+    let body = Body::from_stream(frames(
+        events,
+        generated,
+        request.max_output_tokens,
+        created_at,
+    ));
     let mut response = body.into_response();
     let headers = response.headers_mut();
     headers.insert(
@@ -239,6 +244,7 @@ fn frames(
     mut events: AnswerEvents,
     generated: UnboundedReceiver<Generated>,
     max_output_tokens: u32,
+    created_at: u64,
 ) -> impl futures_util::Stream<Item = Result<Bytes, Infallible>> {
     struct Answer {
         events: AnswerEvents,
@@ -250,9 +256,6 @@ fn frames(
         created: std::time::Instant,
         created_at: u64,
     }
-    let created_at = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs());
     let answer = Answer {
         pending: events.opening().into(),
         events,
