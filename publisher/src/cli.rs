@@ -1,4 +1,5 @@
-//! The command line: `publisher ask`, `publisher serve` and `publisher replay`. Every option
+//! The command line: `publisher ask`, `publisher serve`, `publisher model` and
+//! `publisher replay`. Every option
 //! has an environment variable twin, so the daemon can be configured either way.
 
 use std::net::SocketAddr;
@@ -34,6 +35,9 @@ pub enum Command {
     /// Run the daemon: an HTTP API that takes prompts and streams their answers, hands
     /// browsers short-lived Ably tokens, and serves the page.
     Serve(ServeArgs),
+    /// Run the local language model (a GGUF file, SmolLM2-135M-Instruct by default) as an
+    /// OpenAI-compatible server of streamed Responses.
+    Model(ModelArgs),
     /// Run a local OpenAI-compatible server that replays recorded Responses streams,
     /// synthesizes long answers and injects faults (for offline use, tests, benchmarks).
     Replay(ReplayArgs),
@@ -79,7 +83,8 @@ pub struct AblyArgs {
 #[derive(Clone, Debug, Args)]
 pub struct OpenAiArgs {
     /// OpenAI API key (Bearer). Without it and without OPENAI_BASE_URL, answers come from
-    /// the built-in replay server, so the system runs offline.
+    /// the built-in local model (or, with REPLAY_DIR, the built-in replay server), so the
+    /// system runs offline.
     #[arg(long, env = "OPENAI_API_KEY", hide_env_values = true)]
     pub openai_api_key: Option<String>,
 
@@ -109,14 +114,102 @@ pub struct OpenAiArgs {
     #[arg(long, env = "OPENAI_IDLE_TIMEOUT", default_value_t = 60)]
     pub openai_idle_timeout: u64,
 
-    /// Directory of recorded streams (`*.jsonl`) for the built-in replay server.
+    /// Directory of recorded streams (`*.jsonl`): with no API key and no base URL, the
+    /// built-in replay server answers from them instead of the local model.
     #[arg(long, env = "REPLAY_DIR")]
     pub replay_dir: Option<PathBuf>,
 
-    /// The `source` header of answers: `openai`, or `replay` (the default when the
-    /// built-in replay server answers).
+    /// The `source` header of answers: `openai`, or `local` / `replay` (the defaults when
+    /// the built-in model or replay server answers).
     #[arg(long, env = "ANSWER_SOURCE")]
     pub source: Option<String>,
+
+    #[command(flatten)]
+    pub local: LocalModelArgs,
+}
+
+/// The local model: which file, how many answers at once, how it samples.
+#[derive(Clone, Debug, Args)]
+pub struct LocalModelArgs {
+    /// A GGUF model of the llama family. [default: target/models/SmolLM2-135M-Instruct.Q4_1.gguf,
+    /// which scripts/run fetches]
+    #[arg(long, env = "MODEL_PATH")]
+    pub model_path: Option<PathBuf>,
+
+    /// Keep the model's weights quantized in memory instead of widening them to floats at
+    /// load (less memory, much slower for formats candle has no fast kernel for, like Q4_1).
+    #[arg(long, env = "MODEL_KEEP_QUANTIZED")]
+    pub model_keep_quantized: bool,
+
+    /// Answers generated at once; more wait in a queue.
+    #[arg(long, env = "MODEL_WORKERS", default_value_t = 2)]
+    pub model_workers: usize,
+
+    /// Sampling temperature when a request gives none; 0 is greedy.
+    #[arg(long, env = "MODEL_TEMPERATURE", default_value_t = 0.2)]
+    pub model_temperature: f64,
+
+    /// Nucleus sampling (top_p) when a request gives none.
+    #[arg(long, env = "MODEL_TOP_P", default_value_t = 0.9)]
+    pub model_top_p: f64,
+
+    /// Sampling seed when a request gives none: the same prompt gets the same answer.
+    #[arg(long, env = "MODEL_SEED", default_value_t = 42)]
+    pub model_seed: u64,
+
+    /// Upper bound on output tokens when a request gives none.
+    #[arg(long, env = "MODEL_MAX_OUTPUT_TOKENS", default_value_t = 512)]
+    pub model_max_output_tokens: u32,
+}
+
+impl LocalModelArgs {
+    /// The model file: `--model-path`, or the default cache.
+    pub fn path(&self) -> PathBuf {
+        self.model_path
+            .clone()
+            .filter(|path| !path.as_os_str().is_empty())
+            .unwrap_or_else(crate::model::default_path)
+    }
+
+    /// Loads the model these options name (blocking: it reads the whole file).
+    pub fn load(
+        &self,
+    ) -> Result<(crate::model::Model, std::time::Duration), crate::model::ModelError> {
+        let weights = if self.model_keep_quantized {
+            crate::model::Weights::Quantized
+        } else {
+            crate::model::Weights::Widened
+        };
+        crate::model::Model::load_with(&self.path(), weights)
+    }
+
+    /// What requests get when they do not say.
+    pub fn defaults(&self) -> crate::model::server::Defaults {
+        crate::model::server::Defaults {
+            max_output_tokens: self.model_max_output_tokens.max(1),
+            sampling: crate::model::Sampling {
+                temperature: self.model_temperature,
+                top_p: self.model_top_p,
+                seed: self.model_seed,
+            },
+        }
+    }
+}
+
+/// The options of `publisher model`.
+#[derive(Clone, Debug, Args)]
+pub struct ModelArgs {
+    /// Address to listen on.
+    #[arg(long, env = "MODEL_LISTEN", default_value = "127.0.0.1:8082")]
+    pub listen: SocketAddr,
+
+    /// Measure the model instead of serving it: load time, time to first token, tokens/s
+    /// for one answer and for four at once, peak memory. Prints them and exits.
+    #[arg(long)]
+    pub bench: bool,
+
+    #[command(flatten)]
+    pub local: LocalModelArgs,
 }
 
 #[derive(Clone, Debug, Args)]
@@ -224,6 +317,15 @@ pub struct ReplayArgs {
     pub interval_ms: u64,
 }
 
+/// A server started inside the process when no model service is configured.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Builtin {
+    /// The local language model (`source: local`).
+    Model,
+    /// The replay server (`source: replay`).
+    Replay,
+}
+
 /// A configuration problem, said in words.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -262,10 +364,22 @@ impl AblyArgs {
 }
 
 impl OpenAiArgs {
-    /// Whether answers come from the built-in replay server: no API key and no base URL.
-    pub fn uses_builtin_replay(&self) -> bool {
-        self.openai_api_key.as_deref().is_none_or(str::is_empty)
-            && self.openai_base_url.as_deref().is_none_or(str::is_empty)
+    /// Which built-in server answers, if one does: with no API key and no base URL, the
+    /// replay server when REPLAY_DIR is set, else the local model.
+    pub fn builtin(&self) -> Option<Builtin> {
+        let external = self
+            .openai_api_key
+            .as_deref()
+            .is_some_and(|k| !k.is_empty())
+            || self
+                .openai_base_url
+                .as_deref()
+                .is_some_and(|u| !u.is_empty());
+        match (&self.replay_dir, external) {
+            (_, true) => None,
+            (Some(_), false) => Some(Builtin::Replay),
+            (None, false) => Some(Builtin::Model),
+        }
     }
 
     /// The client configuration for `base_url`.

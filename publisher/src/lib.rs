@@ -1,5 +1,6 @@
 //! The daemon's library: the OpenAI client, the tokio driver of the shared Ably connection,
-//! the answer runner, the HTTP API and the local replay server, behind the `publisher` CLI.
+//! the answer runner, the HTTP API, the local model and the local replay server, behind the
+//! `publisher` CLI.
 
 pub mod ably;
 pub mod answer;
@@ -10,6 +11,7 @@ pub mod cli;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod metrics;
+pub mod model;
 pub mod openai;
 pub mod replay;
 pub mod serve;

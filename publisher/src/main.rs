@@ -53,6 +53,37 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             publisher::serve::main(&args).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Model(args) => {
+            let local = args.local.clone();
+            let (model, took) = tokio::task::spawn_blocking(move || local.load())
+                .await
+                .context("loading the model")??;
+            eprintln!("loaded {} in {} ms", model.name(), took.as_millis());
+            let engine = publisher::model::Engine::start(model, args.local.model_workers)?;
+            if args.bench {
+                let report = publisher::model::bench::run(&engine, took).await?;
+                println!(
+                    "{} with {} workers:",
+                    engine.model().name(),
+                    engine.workers()
+                );
+                println!("{report}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let listener = tokio::net::TcpListener::bind(args.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", args.listen))?;
+            let addr = listener.local_addr()?;
+            println!("model server listening on http://{addr}/v1");
+            publisher::model::server::serve(
+                listener,
+                engine,
+                args.local.defaults(),
+                publisher::serve::signal(),
+            )
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Replay(args) => {
             let mut config = publisher::replay::ReplayConfig::load_dir(&args.dir)
                 .with_context(|| format!("loading recordings from {}", args.dir.display()))?;

@@ -13,6 +13,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 
+import { localModel } from './local-model.mjs';
 import { answers, notes, pageUrl, waitAnswer, waitConnected, connectionState } from './page.mjs';
 import {
   API_KEY,
@@ -670,4 +671,5 @@ export const SCENARIOS = [
   { n: 6, name: '6-reconnect-after-cut', run: reconnect, timeout: 60_000 },
   { n: 7, name: '7-no-key-in-page', run: noKeyInPage, timeout: 30_000 },
   { n: 8, name: '8-guide-publisher', run: guidePublisher, timeout: 45_000 },
+  { n: 9, name: '9-local-model', run: localModel, timeout: 90_000 },
 ];

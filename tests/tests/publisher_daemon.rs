@@ -504,8 +504,10 @@ async fn shutdown_ends_streaming_answers_with_a_terminal_status() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_a_model_configured_the_built_in_replay_answers() {
+async fn with_a_replay_dir_and_no_model_configured_the_built_in_replay_answers() {
+    // Without REPLAY_DIR the local model answers instead (tests/tests/local_model.rs).
     let server = Sockudo::start().unwrap();
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/openai");
     let argv = [
         "publisher",
         "serve",
@@ -519,6 +521,8 @@ async fn without_a_model_configured_the_built_in_replay_answers() {
         "",
         "--openai-base-url",
         "",
+        "--replay-dir",
+        fixtures,
     ];
     let cli = <publisher::cli::Cli as clap::Parser>::try_parse_from(argv).unwrap();
     let publisher::cli::Command::Serve(args) = cli.command else {

@@ -18,8 +18,9 @@
 //! No `Accept` header or credentials are required; a body that is not a streaming create
 //! request gets a 400 with an OpenAI-shaped error.
 
+pub(crate) mod events;
 mod plan;
-mod request;
+pub(crate) mod request;
 mod synth;
 
 use std::collections::{BTreeMap, HashMap};

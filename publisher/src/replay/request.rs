@@ -20,18 +20,7 @@ impl CreateRequest {
     /// `stream: true` (only streams are served), and an `input` that, when present, is a
     /// string or an array of items. Other fields are ignored.
     pub fn parse(body: &[u8]) -> Result<Self, RequestError> {
-        let value: Value = serde_json::from_slice(body).map_err(|error| {
-            RequestError::bad(
-                format!("We could not parse the JSON body of your request: {error}."),
-                "invalid_json",
-            )
-        })?;
-        let Value::Object(fields) = value else {
-            return Err(RequestError::bad(
-                "The request body must be a JSON object.",
-                "invalid_json",
-            ));
-        };
+        let fields = json_object(body)?;
         let model = match fields.get("model") {
             Some(Value::String(model)) => model.clone(),
             None | Some(Value::Null) => {
@@ -75,6 +64,23 @@ impl CreateRequest {
             last_input_text: last_input_text(input),
             input_tokens: input_bytes.div_ceil(4).max(1),
         })
+    }
+}
+
+/// A request body that must be a JSON object, or the 400 that says why it is not.
+pub(crate) fn json_object(body: &[u8]) -> Result<serde_json::Map<String, Value>, RequestError> {
+    let value: Value = serde_json::from_slice(body).map_err(|error| {
+        RequestError::bad(
+            format!("We could not parse the JSON body of your request: {error}."),
+            "invalid_json",
+        )
+    })?;
+    match value {
+        Value::Object(fields) => Ok(fields),
+        _ => Err(RequestError::bad(
+            "The request body must be a JSON object.",
+            "invalid_json",
+        )),
     }
 }
 

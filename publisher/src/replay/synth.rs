@@ -5,8 +5,9 @@ use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use serde_json::{json, Value};
+use serde_json::json;
 
+use super::events::AnswerEvents;
 use super::plan::{Action, Plan};
 use super::request::CreateRequest;
 use super::ReplayError;
@@ -428,78 +429,32 @@ impl Context {
         }
     }
 
-    fn response_id(&self) -> String {
-        format!("resp_synth_{}", self.number)
-    }
-
-    fn item_id(&self) -> String {
-        format!("msg_synth_{}", self.number)
-    }
-
     fn request_id(&self) -> String {
         format!("req_synth_{}", self.number)
     }
 
-    /// A Response object with the given status; `fields` override the defaults.
-    fn response(&self, status: &str, fields: Value) -> Value {
-        let mut response = json!({
-            "id": self.response_id(),
-            "object": "response",
-            "created_at": self.created_at,
-            "status": status,
-            "background": false,
-            "completed_at": null,
-            "error": null,
-            "incomplete_details": null,
-            "instructions": null,
-            "max_output_tokens": null,
-            "model": self.model,
-            "output": [],
-            "parallel_tool_calls": true,
-            "previous_response_id": null,
-            "store": false,
-            "temperature": 1.0,
-            "text": {"format": {"type": "text"}},
-            "tool_choice": "auto",
-            "tools": [],
-            "top_p": 1.0,
-            "truncation": "disabled",
-            "usage": null,
-            "metadata": {},
-        });
-        if let (Some(response), Value::Object(fields)) = (response.as_object_mut(), fields) {
-            response.extend(fields);
-        }
-        response
-    }
-
-    fn usage(&self, output_tokens: u64) -> Value {
-        json!({
-            "input_tokens": self.input_tokens,
-            "input_tokens_details": {"cached_tokens": 0},
-            "output_tokens": output_tokens,
-            "output_tokens_details": {"reasoning_tokens": 0},
-            "total_tokens": self.input_tokens.saturating_add(output_tokens),
-        })
+    /// The event writer of this answer: ids `resp_synth_<n>` and `msg_synth_<n>`.
+    fn events(&self) -> AnswerEvents {
+        AnswerEvents::new(
+            format!("resp_synth_{}", self.number),
+            format!("msg_synth_{}", self.number),
+            &self.model,
+            self.created_at,
+            self.input_tokens,
+        )
     }
 }
 
-/// Builds the SSE body of a synthesized answer, numbering its events.
+/// Builds the SSE body of a synthesized answer: the numbered frames, with pauses between.
 struct Writer {
+    events: AnswerEvents,
     actions: Vec<Action>,
-    sequence: u64,
     paused: Duration,
 }
 
 impl Writer {
-    fn event(&mut self, kind: &str, mut event: Value) {
-        if let Some(fields) = event.as_object_mut() {
-            fields.insert("type".into(), kind.into());
-            fields.insert("sequence_number".into(), self.sequence.into());
-        }
-        self.sequence += 1;
-        let frame = format!("event: {kind}\ndata: {event}\n\n");
-        self.actions.push(Action::Write(Bytes::from(frame)));
+    fn write(&mut self, frames: impl IntoIterator<Item = Bytes>) {
+        self.actions.extend(frames.into_iter().map(Action::Write));
     }
 
     fn pause(&mut self, pause: Duration) {
@@ -513,41 +468,13 @@ impl Writer {
 /// The stream of a synthesized answer: its lifecycle events around one message whose text
 /// arrives as `deltas`, `pause` apart, cut short or ended otherwise by a stream `fault`.
 fn stream(context: &Context, deltas: &[String], fault: Option<Fault>, pause: Duration) -> Plan {
-    let item_id = context.item_id();
     let mut out = Writer {
+        events: context.events(),
         actions: Vec::new(),
-        sequence: 0,
         paused: Duration::ZERO,
     };
-    let in_progress = context.response("in_progress", json!({}));
-    out.event("response.created", json!({ "response": in_progress }));
-    out.event("response.in_progress", json!({ "response": in_progress }));
-    let item = |status: &str, content: Value| {
-        json!({
-            "id": item_id,
-            "type": "message",
-            "status": status,
-            "role": "assistant",
-            "content": content,
-        })
-    };
-    out.event(
-        "response.output_item.added",
-        json!({ "output_index": 0, "item": item("in_progress", json!([])) }),
-    );
-    let part = |text: &str| json!({ "type": "output_text", "text": text, "annotations": [], "logprobs": [] });
-    let position = json!({ "item_id": item_id, "output_index": 0, "content_index": 0 });
-    let with_position = |fields: Value| {
-        let mut event = position.clone();
-        if let (Some(event), Value::Object(fields)) = (event.as_object_mut(), fields) {
-            event.extend(fields);
-        }
-        event
-    };
-    out.event(
-        "response.content_part.added",
-        with_position(json!({ "part": part("") })),
-    );
+    let opening = out.events.opening();
+    out.write(opening);
 
     let sent = fault
         .and_then(Fault::after)
@@ -558,37 +485,19 @@ fn stream(context: &Context, deltas: &[String], fault: Option<Fault>, pause: Dur
         if let Some(log) = &context.delta_log {
             out.actions.push(Action::Sent {
                 log: log.clone(),
-                response_id: context.response_id(),
+                response_id: out.events.response_id().to_owned(),
                 index: u32::try_from(index).unwrap_or(u32::MAX),
             });
         }
-        out.event(
-            "response.output_text.delta",
-            with_position(json!({ "delta": delta, "logprobs": [] })),
-        );
+        let frame = out.events.delta(delta);
+        out.write([frame]);
     }
     let text = sent_deltas.concat();
     let output_tokens = sent as u64;
     let completed_at = context.created_at.saturating_add(out.paused.as_secs());
 
-    let close_message = |out: &mut Writer, status: &str| {
-        out.event(
-            "response.output_text.done",
-            with_position(json!({ "text": text, "logprobs": [] })),
-        );
-        out.event(
-            "response.content_part.done",
-            with_position(json!({ "part": part(&text) })),
-        );
-        let done = item(status, json!([part(&text)]));
-        out.event(
-            "response.output_item.done",
-            json!({ "output_index": 0, "item": done }),
-        );
-        done
-    };
-    match fault {
-        Some(Fault::Error(_)) => out.event(
+    let ending = match fault {
+        Some(Fault::Error(_)) => vec![out.events.event(
             "error",
             json!({
                 "error": {
@@ -599,50 +508,26 @@ fn stream(context: &Context, deltas: &[String], fault: Option<Fault>, pause: Dur
                     "param": null,
                 }
             }),
-        ),
-        Some(Fault::Truncate(_)) => {}
-        Some(Fault::Stall(_)) => out.actions.push(Action::Stall),
+        )],
+        Some(Fault::Truncate(_)) => Vec::new(),
+        Some(Fault::Stall(_)) => {
+            out.actions.push(Action::Stall);
+            Vec::new()
+        }
         Some(Fault::Incomplete(after)) => {
-            let done = close_message(&mut out, "incomplete");
-            let response = context.response(
-                "incomplete",
-                json!({
-                    "incomplete_details": {"reason": "max_output_tokens"},
-                    "max_output_tokens": after,
-                    "output": [done],
-                    "usage": context.usage(output_tokens),
-                }),
-            );
-            out.event("response.incomplete", json!({ "response": response }));
+            out.events
+                .incomplete(&text, u64::from(after), output_tokens)
         }
-        Some(Fault::Failed(_)) => {
-            let response = context.response(
-                "failed",
-                json!({
-                    "error": {
-                        "code": "server_error",
-                        "message": "The model failed to generate a response \
-                                    (synthesized by the local replay server).",
-                    },
-                    "output": [item("incomplete", json!([part(&text)]))],
-                    "usage": context.usage(output_tokens),
-                }),
-            );
-            out.event("response.failed", json!({ "response": response }));
-        }
+        Some(Fault::Failed(_)) => vec![out.events.failed(
+            &text,
+            "The model failed to generate a response (synthesized by the local replay server).",
+            output_tokens,
+        )],
         None | Some(Fault::Http429(_) | Fault::Http500(_) | Fault::Http401 | Fault::Quota) => {
-            let done = close_message(&mut out, "completed");
-            let response = context.response(
-                "completed",
-                json!({
-                    "completed_at": completed_at,
-                    "output": [done],
-                    "usage": context.usage(output_tokens),
-                }),
-            );
-            out.event("response.completed", json!({ "response": response }));
+            out.events.completed(&text, output_tokens, completed_at)
         }
-    }
+    };
+    out.write(ending);
     Plan {
         status: 200,
         headers: vec![

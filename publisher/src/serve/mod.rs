@@ -93,7 +93,7 @@ pub struct State {
     /// Set once shutdown begins: new prompts are refused.
     pub stopping: std::sync::atomic::AtomicBool,
     pub started: tokio::time::Instant,
-    /// Keeps the built-in replay server (if any) running as long as the daemon.
+    /// Keeps the built-in model or replay server (if any) running as long as the daemon.
     pub replay: Option<setup::ReplayGuard>,
 }
 
