@@ -128,6 +128,9 @@ pub struct Report {
     pub repairs: u64,
     /// Retries the OpenAI request needed before its stream began.
     pub retries: u32,
+    /// Times the final update was sent again (lost with the connection, or overtaken by a
+    /// publish that landed after it).
+    pub resends: u32,
 }
 
 /// Observes an answer while it runs.
@@ -200,7 +203,10 @@ enum Kind {
         /// Where its fragment starts in the answer's text, in bytes.
         start: usize,
     },
-    Update,
+    Update {
+        /// Its number among the answer's publishes.
+        seq: u64,
+    },
 }
 
 impl Answers {
@@ -345,6 +351,7 @@ impl Answers {
                 messages: 0,
                 repairs: 0,
                 retries: 0,
+                resends: 0,
             },
             first_text: None,
             started,
@@ -357,6 +364,8 @@ impl Answers {
             create_failed: false,
             sent: 0,
             last_update_seq: 0,
+            final_version: None,
+            other_version: None,
         };
         relay.start();
         run.pump(&mut relay).await;
@@ -452,6 +461,7 @@ impl Answers {
         }
 
         let mut report = run.report;
+        report.resends = run.update_resends;
         report.status = relay.status();
         report.text = relay.text().to_owned();
         report.detail = relay
@@ -530,6 +540,10 @@ struct Run<'a> {
     sent: u64,
     /// The number of the latest full-text update pumped.
     last_update_seq: u64,
+    /// The highest version serial ACKed for the final update.
+    final_version: Option<Serial>,
+    /// The highest version serial ACKed for any other publish of the answer.
+    other_version: Option<Serial>,
 }
 
 impl Run<'_> {
@@ -546,7 +560,7 @@ impl Run<'_> {
                 },
                 PublishOp::Update(_) => {
                     self.last_update_seq = self.sent;
-                    Kind::Update
+                    Kind::Update { seq: self.sent }
                 }
             };
             self.answers.pace().await;
@@ -570,7 +584,7 @@ impl Run<'_> {
                 // Our own id, so the create can be found on the channel if its ACK is lost.
                 message.id = Some(self.create_id.clone());
             }
-            if matches!(kind, Kind::Update | Kind::Replacement) {
+            if matches!(kind, Kind::Update { .. } | Kind::Replacement) {
                 self.last_update = Some(message.clone());
                 self.update_resends = 0;
             }
@@ -635,7 +649,9 @@ impl Run<'_> {
         let kind = if self.create_failed {
             Kind::Replacement
         } else {
-            Kind::Update
+            Kind::Update {
+                seq: self.last_update_seq,
+            }
         };
         self.in_flight.push(Box::pin(async move {
             if let Err(why) = realtime.wait_connected(RECONNECT_WAIT).await {
@@ -650,6 +666,40 @@ impl Run<'_> {
             }
             (kind, publish.publish(&channel, vec![update]).await)
         }));
+    }
+
+    /// Keeps the highest version serial ACKed for the final update and for every other
+    /// publish of the answer. A publish whose outcome was lost with a connection is resent
+    /// after a failed resume (RTN19a2) and may land after the final update, leaving history
+    /// with a stray fragment on top of the full text; an ACK above the final update's
+    /// version says so, and the final update goes out again, once per such ACK, a bounded
+    /// number of times.
+    fn note_version(&mut self, relay: &Relay, kind: Kind, serials: Vec<Option<Serial>>) {
+        let Some(version) = serials.into_iter().next().flatten() else {
+            return;
+        };
+        let is_final = matches!(kind, Kind::Update { seq } if seq == self.last_update_seq)
+            && relay.is_finished();
+        let slot = if is_final {
+            &mut self.final_version
+        } else {
+            &mut self.other_version
+        };
+        if slot.as_ref().is_none_or(|known| &version > known) {
+            *slot = Some(version);
+        }
+        let overtaken = matches!(
+            (&self.final_version, &self.other_version),
+            (Some(last), Some(other)) if other > last
+        );
+        if overtaken && self.update_resends < UPDATE_RESENDS {
+            if let Some(update) = self.last_update.clone() {
+                self.final_version = None;
+                self.update_resends += 1;
+                tracing::warn!(channel = %self.channel, "a publish landed after the final update; sending the final update again");
+                self.resend_when_connected(update);
+            }
+        }
     }
 
     /// Applies one ACK or NACK.
@@ -699,7 +749,7 @@ impl Run<'_> {
                 tracing::warn!(channel = %self.channel, error = %err.message, "an append was refused as too large; ending the answer incomplete");
                 relay.handle_too_large(now, start);
             }
-            (Kind::Update, Err(err)) if errors::is_too_large(&err) => {
+            (Kind::Update { .. }, Err(err)) if errors::is_too_large(&err) => {
                 tracing::warn!(channel = %self.channel, error = %err.message, "an update was refused as too large; cutting the answer");
                 relay.handle_too_large(now, relay.text().len() * 3 / 4);
             }
@@ -713,7 +763,7 @@ impl Run<'_> {
                 self.report.repairs += 1;
                 relay.handle_append_failed(now);
             }
-            (Kind::Update | Kind::Replacement, Err(err))
+            (Kind::Update { .. } | Kind::Replacement, Err(err))
                 if worth_resending(&err) && self.update_resends < UPDATE_RESENDS =>
             {
                 // The connection failed or dropped the frame, or the server refused a
@@ -725,12 +775,15 @@ impl Run<'_> {
                     self.resend_when_connected(update);
                 }
             }
-            (Kind::Update | Kind::Replacement, Err(err)) => {
+            (Kind::Update { .. } | Kind::Replacement, Err(err)) => {
                 let error = format!("an update was refused: {}", describe_refusal(&err));
                 tracing::error!(channel = %self.channel, %error);
                 self.report.publish_error = Some(error);
             }
-            (Kind::Append { .. } | Kind::Update | Kind::Replacement, Ok(_)) => {}
+            (Kind::Append { .. } | Kind::Update { .. }, Ok(serials)) => {
+                self.note_version(relay, kind, serials);
+            }
+            (Kind::Replacement, Ok(_)) => {}
         }
     }
 

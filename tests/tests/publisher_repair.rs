@@ -273,6 +273,8 @@ async fn a_burst_of_refused_appends_costs_one_repair() {
     assert_eq!(report.status, Status::Completed, "{report:?}");
     assert!(report.appends > 10, "{report:?}");
     assert_eq!(report.repairs, 1, "four refusals, one repair: {report:?}");
+    // Every ACK after the final update's is older than it: nothing is sent again.
+    assert_eq!(report.resends, 0, "{report:?}");
     assert_eq!(report.publish_error, None, "{report:?}");
     assert_eq!(
         rig.settled().await,
@@ -397,6 +399,66 @@ async fn a_namespace_without_the_appends_rule_is_found_before_the_model_is_calle
         passing.probes.load(Ordering::SeqCst),
         2,
         "probed once for `ai`"
+    );
+    rig.close().await;
+}
+
+type HeldAppend = (Vec<Message>, tokio::sync::oneshot::Sender<PublishOutcome>);
+
+/// Holds append 3 back and publishes it only after the final update, as a frame whose
+/// outcome was lost with a connection and that was resent after a failed resume (RTN19a2)
+/// would land.
+struct LandAnAppendAfterTheEnd {
+    inner: Realtime,
+    appends: AtomicUsize,
+    held: Mutex<Option<HeldAppend>>,
+}
+
+impl Publish for LandAnAppendAfterTheEnd {
+    fn publish(&self, channel: &ChannelName, messages: Vec<Message>) -> Published {
+        let first = &messages[0];
+        if first.action == Some(MessageAction::APPEND)
+            && self.appends.fetch_add(1, Ordering::SeqCst) == 2
+        {
+            let (tx, published) = Published::pending();
+            *self.held.lock().unwrap() = Some((messages, tx));
+            return published;
+        }
+        let is_final = first.action == Some(MessageAction::UPDATE)
+            && first.header(shared::headers::STATUS) == Some("completed");
+        let published = self.inner.publish(channel, messages);
+        if is_final {
+            if let Some((held, tx)) = self.held.lock().unwrap().take() {
+                let late = self.inner.publish(channel, held);
+                tokio::spawn(async move {
+                    let _ = tx.send(late.await);
+                });
+            }
+        }
+        published
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_append_that_lands_after_the_final_update_is_covered_by_sending_it_again() {
+    let mut rig = Rig::start("ai:repair-late-append").await;
+    let report = rig
+        .run_model(
+            Arc::new(LandAnAppendAfterTheEnd {
+                inner: rig.realtime(),
+                appends: AtomicUsize::new(0),
+                held: Mutex::new(None),
+            }),
+            "synth:tokens=20,rate=200",
+        )
+        .await;
+    assert_eq!(report.status, Status::Completed, "{report:?}");
+    assert_eq!(report.resends, 1, "{report:?}");
+    assert_eq!(report.publish_error, None, "{report:?}");
+    // History and the viewer end on the whole text, not the text plus a stray fragment.
+    assert_eq!(
+        rig.settled().await,
+        (report.text.clone(), Status::Completed)
     );
     rig.close().await;
 }
