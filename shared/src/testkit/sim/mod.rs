@@ -57,6 +57,8 @@
 //! A failure carries the seed, the plan and a trace of the schedule (the lines about the
 //! failing viewer and answer, and every fault), and [`run`] with the same seed and faults
 //! replays it exactly.
+// The module map above links to private submodules; they resolve with --document-private-items.
+#![allow(rustdoc::private_intra_doc_links)]
 
 mod check;
 mod model;
