@@ -18,7 +18,9 @@
 //!   style, each message's create and one update per version). A re-attach with a
 //!   channelSerial on a resumed connection gets ATTACHED with RESUMED, then the messages after
 //!   that position, replayed as they were published (appends as fragments); on a new
-//!   connection, ATTACHED without RESUMED and nothing replayed.
+//!   connection, ATTACHED without RESUMED and nothing replayed. When the replay is deferred
+//!   behind live deliveries (Sockudo's order), those carry the attach point's channelSerial
+//!   until the replay is out, so a client's resume point never passes what it has not got.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -931,7 +933,20 @@ impl Service {
             .filter_map(|c| c.link.map(|l| (c.id.clone(), l)))
             .collect();
         for (conn_id, link) in targets {
-            let frame = self.delivery_for(&conn_id, index);
+            let mut frame = self.delivery_for(&conn_id, index);
+            // A live delivery that overtakes a deferred replay must not move the client's
+            // resume point past the messages still to be replayed (RTL15b: the channelSerial
+            // of a delivery is where a re-attach continues from). It carries the attach
+            // point instead, so a transport lost before the replay arrives gets it again.
+            if let Some(from) = self
+                .deferred
+                .iter()
+                .filter(|d| d.link == link)
+                .map(|d| d.from)
+                .min()
+            {
+                frame.channel_serial = Some(position_serial(from));
+            }
             if !self.conflate(link, &frame) {
                 self.enqueue(now, link, frame);
             } else if let Some(serial) = self.log.get(index).map(|e| e.serial.clone()) {

@@ -98,9 +98,10 @@ fn publish(
         .and_then(|r| r.serials.into_iter().next().flatten())
 }
 
-#[test]
-fn a_resumed_reattach_can_replay_behind_a_live_append_as_sockudo_does() {
-    let mut trace = Trace::default();
+/// A viewer attached to a message, away while "a" and "b" were appended, re-attached from
+/// its position with the replay deferred, and "c" published live before the replay is due.
+/// Returns the service, what it sent, and the viewer's position before it went away.
+fn reattach_overtaken_by_live_append(trace: &mut Trace) -> (Service, Sent, ChannelSerial) {
     let mut service = Service::new(ChannelName::new("ai:sim"), deferring_plan(), SimRng::new(3));
     let (publisher, first, second) = (LinkId(0), LinkId(1), LinkId(2));
     let mut sent = Sent::default();
@@ -109,13 +110,13 @@ fn a_resumed_reattach_can_replay_behind_a_live_append_as_sockudo_does() {
         at(0),
         publisher,
         Up::Open("ws://x/?key=a%3Ab".to_owned()),
-        &mut trace,
+        trace,
     );
     service.handle_up(
         at(0),
         first,
         Up::Open("ws://x/?access_token=t".to_owned()),
-        &mut trace,
+        trace,
     );
     let key = sent
         .take(&mut service, first)
@@ -126,14 +127,14 @@ fn a_resumed_reattach_can_replay_behind_a_live_append_as_sockudo_does() {
         channel: Some(ChannelName::new("ai:sim")),
         ..ProtocolMessage::new(Action::ATTACH)
     };
-    service.handle_up(at(1), first, Up::Frame(attach), &mut trace);
+    service.handle_up(at(1), first, Up::Frame(attach), trace);
     let serial = publish(
         &mut service,
         &mut sent,
         2,
         0,
         Message::create("response", ""),
-        &mut trace,
+        trace,
     )
     .unwrap();
     let position = sent
@@ -143,14 +144,14 @@ fn a_resumed_reattach_can_replay_behind_a_live_append_as_sockudo_does() {
         .unwrap();
 
     // The viewer's transport drops; two appends land while it is away.
-    service.handle_up(at(3), first, Up::Closed, &mut trace);
+    service.handle_up(at(3), first, Up::Closed, trace);
     publish(
         &mut service,
         &mut sent,
         4,
         1,
         Message::append(&serial, "a"),
-        &mut trace,
+        trace,
     )
     .unwrap();
     publish(
@@ -159,21 +160,21 @@ fn a_resumed_reattach_can_replay_behind_a_live_append_as_sockudo_does() {
         5,
         2,
         Message::append(&serial, "b"),
-        &mut trace,
+        trace,
     )
     .unwrap();
     service.handle_up(
         at(6),
         second,
         Up::Open(format!("ws://x/?access_token=t&resume={key}")),
-        &mut trace,
+        trace,
     );
     let reattach = ProtocolMessage {
         channel: Some(ChannelName::new("ai:sim")),
         channel_serial: Some(ChannelSerial::new(position.as_str())),
         ..ProtocolMessage::new(Action::ATTACH)
     };
-    service.handle_up(at(7), second, Up::Frame(reattach), &mut trace);
+    service.handle_up(at(7), second, Up::Frame(reattach), trace);
     // A live append slips in before the deferred replay.
     publish(
         &mut service,
@@ -181,10 +182,18 @@ fn a_resumed_reattach_can_replay_behind_a_live_append_as_sockudo_does() {
         8,
         3,
         Message::append(&serial, "c"),
-        &mut trace,
+        trace,
     )
     .unwrap();
-    service.handle_timeout(at(30), &mut trace);
+    (service, sent, position)
+}
+
+#[test]
+fn a_resumed_reattach_can_replay_behind_a_live_append_as_sockudo_does() {
+    let mut trace = Trace::default();
+    let (mut service, mut sent, _) = reattach_overtaken_by_live_append(&mut trace);
+    let second = LinkId(2);
+    service.handle_timeout(Instant::from_millis(30), &mut trace);
 
     let got: Vec<String> = sent
         .take(&mut service, second)
@@ -213,6 +222,62 @@ fn a_resumed_reattach_can_replay_behind_a_live_append_as_sockudo_does() {
             "APPEND c"
         ],
         "{}",
+        trace.render(None, None, 50)
+    );
+}
+
+/// RTL15b: the channelSerial of a delivery is where a re-attach continues from. A live
+/// append that overtakes a deferred replay carries the attach point, not its own position:
+/// with its own, a transport lost before the replay arrived made the next re-attach start
+/// after the messages never replayed, and the viewer, told `resumed`, never got them
+/// (seeds 18790, 5193, 8766).
+#[test]
+fn rtl15b_a_live_append_overtaking_a_deferred_replay_keeps_the_resume_point() {
+    let mut trace = Trace::default();
+    let (mut service, mut sent, position) = reattach_overtaken_by_live_append(&mut trace);
+    let (second, third) = (LinkId(2), LinkId(3));
+    let at = Instant::from_millis;
+    let before_replay = sent.take(&mut service, second);
+    let live = before_replay
+        .iter()
+        .find(|f| f.action == Action::MESSAGE)
+        .expect("the live append is sent before the replay");
+    assert_eq!(live.channel_serial.as_ref(), Some(&position));
+    let resume_from = before_replay
+        .iter()
+        .rev()
+        .find_map(|f| f.channel_serial.clone())
+        .unwrap();
+
+    // The transport drops before the replay: re-attaching from the last channelSerial the
+    // viewer saw brings back everything it missed.
+    service.handle_up(at(9), second, Up::Closed, &mut trace);
+    let key = before_replay
+        .iter()
+        .find_map(|f| f.connection_details.clone().and_then(|d| d.connection_key))
+        .unwrap();
+    service.handle_up(
+        at(10),
+        third,
+        Up::Open(format!("ws://x/?access_token=t&resume={key}")),
+        &mut trace,
+    );
+    let reattach = ProtocolMessage {
+        channel: Some(ChannelName::new("ai:sim")),
+        channel_serial: Some(resume_from),
+        ..ProtocolMessage::new(Action::ATTACH)
+    };
+    service.handle_up(at(11), third, Up::Frame(reattach), &mut trace);
+    service.handle_timeout(at(60), &mut trace);
+    let texts: String = sent
+        .take(&mut service, third)
+        .into_iter()
+        .flat_map(|f| f.messages.unwrap_or_default())
+        .map(|m| m.text().unwrap_or_default().to_owned())
+        .collect();
+    assert!(
+        texts.starts_with("abc"),
+        "replayed {texts:?}\n{}",
         trace.render(None, None, 50)
     );
 }
