@@ -36,8 +36,9 @@
 //! messages as append fragments *after* live deliveries that slipped in behind the ATTACHED
 //! (Sockudo's order); resumed re-attaches that cannot be continued (ATTACHED without
 //! RESUMED); ACKs held and released out of order; NACK 50001 of appends (the data is not
-//! applied) and of at most two updates per answer; appends applied but never ACKed, so a
-//! later ACK skips their msgSerial; conflation of consecutive appends to one subscriber
+//! applied) and of at most two updates per answer; appends applied but not ACKed, so a
+//! later ACK skips their msgSerial (or, when none follows, ACKed late: a live connection
+//! answers every frame, RTN7a); conflation of consecutive appends to one subscriber
 //! (data concatenated, version, id and extras of the latest); late joins with rewind;
 //! history reads racing live appends; viewer tokens expiring (DISCONNECTED 40142 while
 //! connected, ERROR 40142 on connect). Creates are never refused: a refused create ends an

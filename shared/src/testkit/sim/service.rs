@@ -64,6 +64,9 @@ const MODES: u64 = Flags::PRESENCE | Flags::PUBLISH | Flags::SUBSCRIBE | Flags::
 const EPOCH_MS: i64 = 1_795_755_526_000;
 /// Most NACKs one answer's updates get, so that the publisher's resends still land.
 const MAX_UPDATE_NACKS: u32 = 2;
+/// How long a skipped ACK waits for a later one to skip it before it is sent after all: a
+/// frame is never left unanswered on a live connection (RTN7a).
+const SKIPPED_ACK_LATE_MS: u64 = 2_000;
 
 type Outcome = Result<Vec<Option<Serial>>, ErrorInfo>;
 
@@ -142,6 +145,9 @@ pub(super) struct Service {
     links: BTreeMap<LinkId, Outbound>,
     deferred: Vec<Deferred>,
     held: Vec<(Instant, LinkId, ProtocolMessage)>,
+    /// ACKs skipped by the skip-ack fault: dropped once a later ACK or NACK goes out on the
+    /// same link, sent late if none has by the instant given.
+    skipped: Vec<(Instant, LinkId, ProtocolMessage)>,
     nacked_updates: BTreeMap<Serial, u32>,
     outbox: VecDeque<(LinkId, Down)>,
 }
@@ -164,6 +170,7 @@ impl Service {
             links: BTreeMap::new(),
             deferred: Vec::new(),
             held: Vec::new(),
+            skipped: Vec::new(),
             nacked_updates: BTreeMap::new(),
             outbox: VecDeque::new(),
         }
@@ -202,6 +209,24 @@ impl Service {
                     None,
                     format!(
                         "late ACK released: msgSerial {}",
+                        frame.msg_serial.map_or(0, |m| m.0)
+                    ),
+                );
+                self.enqueue(now, link, frame);
+            }
+        }
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.skipped)
+            .into_iter()
+            .partition(|(at, _, _)| *at <= now);
+        self.skipped = later;
+        for (_, link, frame) in due {
+            if self.links.contains_key(&link) {
+                trace.note(
+                    now,
+                    Actor::Service,
+                    None,
+                    format!(
+                        "skipped ACK sent late: no later ACK followed msgSerial {}",
                         frame.msg_serial.map_or(0, |m| m.0)
                     ),
                 );
@@ -267,7 +292,12 @@ impl Service {
 
     /// When [`Self::handle_timeout`] is due next.
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
-        let held = self.held.iter().map(|(at, _, _)| *at).min();
+        let held = self
+            .held
+            .iter()
+            .chain(&self.skipped)
+            .map(|(at, _, _)| *at)
+            .min();
         let deferred = self.deferred.iter().map(|d| d.at).min();
         let flush = self.links.values().filter_map(|o| o.flush_at).min();
         let heartbeat = self
@@ -295,6 +325,7 @@ impl Service {
     /// Whether nothing is held, deferred or buffered (heartbeats aside).
     pub(super) fn is_quiet(&self) -> bool {
         self.held.is_empty()
+            && self.skipped.is_empty()
             && self.deferred.is_empty()
             && self.outbox.is_empty()
             && self.links.values().all(|o| o.frames.is_empty())
@@ -796,8 +827,13 @@ impl Service {
                 now,
                 Actor::Service,
                 None,
-                format!("ACK for msgSerial {} never sent (fault)", msg_serial.0),
+                format!(
+                    "ACK for msgSerial {} skipped (fault): only a later ACK answers it",
+                    msg_serial.0
+                ),
             );
+            self.skipped
+                .push((now + ms(SKIPPED_ACK_LATE_MS), link, reply));
         } else if ok && self.faults_on && self.rng.chance(self.plan.hold_ack) {
             let at = now + ms(self.rng.range(1, 300));
             self.held.push((at, link, reply));
@@ -1045,6 +1081,13 @@ impl Service {
     }
 
     fn enqueue(&mut self, now: Instant, link: LinkId, frame: ProtocolMessage) {
+        if frame.action == Action::ACK || frame.action == Action::NACK {
+            // A later ACK or NACK on the link is what skips an earlier frame's ACK.
+            let later = frame.msg_serial.map_or(0, |m| m.0);
+            self.skipped.retain(|(_, l, skipped)| {
+                *l != link || skipped.msg_serial.map_or(0, |m| m.0) >= later
+            });
+        }
         let wait = if self.faults_on {
             self.plan.conflate_ms
         } else {

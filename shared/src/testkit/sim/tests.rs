@@ -282,6 +282,89 @@ fn rtl15b_a_live_append_overtaking_a_deferred_replay_keeps_the_resume_point() {
     );
 }
 
+/// RTN7a: on a live connection every frame gets an ACK or NACK. The skip-ack fault leaves a
+/// frame's own ACK out only when a later ACK answers past it; when none follows, the ACK
+/// comes late. Before, a skipped ACK with nothing published after it left the publish
+/// pending forever, and the world never quiesced (seeds 14761, 19069).
+#[test]
+fn rtn7a_a_skipped_ack_is_skipped_by_a_later_ack_or_else_sent_late() {
+    let mut trace = Trace::default();
+    let mut plan = Plan::draw(&mut SimRng::new(0), Faults::NONE, 1);
+    plan.skip_ack = 1000;
+    let mut service = Service::new(ChannelName::new("ai:sim"), plan, SimRng::new(5));
+    let mut sent = Sent::default();
+    let at = Instant::from_millis;
+    service.handle_up(
+        at(0),
+        LinkId(0),
+        Up::Open("ws://x/?key=a%3Ab".to_owned()),
+        &mut trace,
+    );
+    sent.take(&mut service, LinkId(0));
+    let serial = publish(
+        &mut service,
+        &mut sent,
+        1,
+        0,
+        Message::create("response", ""),
+        &mut trace,
+    )
+    .unwrap();
+    let acks = |service: &mut Service, sent: &mut Sent| -> Vec<u64> {
+        sent.take(service, LinkId(0))
+            .into_iter()
+            .filter(|f| f.action == Action::ACK)
+            .filter_map(|f| f.msg_serial.map(|m| m.0))
+            .collect()
+    };
+
+    // Skipped, then skipped past by the next frame's ACK: its own never comes.
+    assert_eq!(
+        publish(
+            &mut service,
+            &mut sent,
+            2,
+            1,
+            Message::append(&serial, "a"),
+            &mut trace
+        ),
+        None
+    );
+    publish(
+        &mut service,
+        &mut sent,
+        3,
+        2,
+        Message::create("response", ""),
+        &mut trace,
+    )
+    .unwrap();
+    service.handle_timeout(at(5_000), &mut trace);
+    assert_eq!(acks(&mut service, &mut sent), Vec::<u64>::new());
+
+    // Skipped with nothing after it: ACKed late.
+    assert_eq!(
+        publish(
+            &mut service,
+            &mut sent,
+            5_001,
+            3,
+            Message::append(&serial, "b"),
+            &mut trace
+        ),
+        None
+    );
+    assert!(service.poll_timeout().is_some_and(|t| t <= at(10_000)));
+    assert!(!service.is_quiet());
+    service.handle_timeout(at(10_000), &mut trace);
+    assert_eq!(
+        acks(&mut service, &mut sent),
+        [3],
+        "{}",
+        trace.render(None, None, 50)
+    );
+}
+
 fn viewer() -> Viewer {
     let config = Config::new(
         Endpoint::parse("http://sim.invalid:80").unwrap(),
