@@ -35,6 +35,25 @@ pub const PROMPT: &str = "prompt";
 /// rule still holds for the concatenated fragment.
 pub const LENGTH: &str = "length";
 
+/// A digest of the answer's whole text once this message is applied: FNV-1a (64 bits) of
+/// its UTF-8 bytes as 16 lowercase hex digits ([`digest`]). [`LENGTH`] catches a text with a
+/// part missing; this catches one whose parts a server applied out of order (an append whose
+/// NACK was lost, resent on a new connection and stored after later ones), which has the
+/// right length and the wrong text. A server's aggregate carries the headers of the last
+/// message it applied, so a subscriber can check any full version it is given. It guards
+/// against a server's mistakes, not an adversary.
+pub const DIGEST: &str = "digest";
+
+/// The [`DIGEST`] value of `text`.
+pub fn digest(text: &str) -> String {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
+    let hash = text
+        .bytes()
+        .fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME));
+    format!("{hash:016x}")
+}
+
 /// Reads a [`LENGTH`] header value: a decimal byte count.
 pub fn parse_length(value: &str) -> Option<usize> {
     if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {

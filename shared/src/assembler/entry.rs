@@ -36,20 +36,29 @@ pub(super) struct Incoming<'m> {
     pub(super) headers: Option<BTreeMap<String, String>>,
     /// The [`headers::LENGTH`] header: the text's byte length once this message is applied.
     pub(super) length: Option<usize>,
+    /// The [`headers::DIGEST`] header: the digest of the text once this message is applied.
+    pub(super) digest: Option<&'m str>,
     pub(super) name: Option<&'m str>,
     pub(super) client_id: Option<&'m str>,
     pub(super) timestamp: Option<i64>,
 }
 
 impl Incoming<'_> {
-    /// A full version whose text is shorter or longer than its own [`headers::LENGTH`] says:
-    /// it misses parts (a server stored it with an append lost), so its text is not the
-    /// publisher's.
+    /// A full version whose text is shorter or longer than its own [`headers::LENGTH`] says,
+    /// or does not match its own [`headers::DIGEST`]: it misses parts (a server stored it
+    /// with an append lost) or has them out of order (an append stored after later ones), so
+    /// its text is not the publisher's.
     fn misses_parts(&self) -> bool {
-        match (self.op.is_full(), &self.text, self.length) {
-            (true, Some(text), Some(length)) => text.len() != length,
-            _ => false,
+        if !self.op.is_full() {
+            return false;
         }
+        let Some(text) = &self.text else {
+            return false;
+        };
+        self.length.is_some_and(|length| text.len() != length)
+            || self
+                .digest
+                .is_some_and(|digest| headers::digest(text) != digest)
     }
 }
 

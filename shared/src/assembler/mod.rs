@@ -363,6 +363,7 @@ impl Assembler {
             version,
             text,
             length: msg.header(headers::LENGTH).and_then(headers::parse_length),
+            digest: msg.header(headers::DIGEST),
             headers: msg.headers(),
             name: msg.name.as_deref(),
             client_id: msg.client_id.as_deref(),

@@ -492,6 +492,61 @@ fn rtn14e_rtn7e_suspension_fails_queued_publishes_with_80002() {
     assert_eq!(refused.to_error_info().code, errors::CONNECTION_SUSPENDED);
 }
 
+/// RTN19a: publishes awaiting an ACK on a lost transport are resent on the next one;
+/// RTN19a2: after a failed resume (RTN15c7) they get new msgSerials from 0. They go first,
+/// in their original order, before publishes made while disconnected and before the
+/// re-attach. (Seed 18849's append applied out of order was not resent out of order: its
+/// NACK was lost, so the new connection applied it for the first time after later appends
+/// the old one had stored; the assembler's digest check keeps such aggregates off screen.)
+#[test]
+fn rtn19a_rtn19a2_after_a_failed_resume_pending_publishes_go_first_in_order() {
+    let mut conn = attached();
+    for data in ["a", "b", "c"] {
+        publish_text(&mut conn, at(8), data);
+    }
+    drain(&mut conn);
+    text(
+        &mut conn,
+        at(9),
+        r#"{"action":1,"msgSerial":0,"count":1,"res":[{"serials":["S1"]}]}"#,
+    );
+    conn.handle_transport_closed(at(10), None);
+    drain(&mut conn);
+    for data in ["d", "e"] {
+        publish_text(&mut conn, at(11), data);
+    }
+    assert!(frames(&drain(&mut conn)).is_empty(), "queued while away");
+    let failed_resume = r#"{"action":4,"connectionId":"conn3","connectionDetails":{"connectionKey":"conn3!key"},"error":{"code":80008,"statusCode":400,"message":"Unable to recover connection"}}"#;
+    let out = text(&mut conn, at(20), failed_resume);
+    let sent: Vec<(Option<u64>, String)> = frames(&out)
+        .iter()
+        .map(|f| {
+            let data = f
+                .messages
+                .iter()
+                .flatten()
+                .filter_map(|m| m.text().ok())
+                .collect::<String>();
+            let what = if f.action == Action::ATTACH {
+                "ATTACH".to_owned()
+            } else {
+                data
+            };
+            (f.msg_serial.map(|m| m.0), what)
+        })
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (Some(0), "b".to_owned()),
+            (Some(1), "c".to_owned()),
+            (Some(2), "d".to_owned()),
+            (Some(3), "e".to_owned()),
+            (None, "ATTACH".to_owned()),
+        ]
+    );
+}
+
 // ----- 4. fallback hosts ----------------------------------------------------------------------
 
 fn production_config() -> Config {

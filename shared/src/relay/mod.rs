@@ -13,7 +13,9 @@
 //! arguments never are. Metadata travels in `extras.headers` (see [`crate::headers`]) and is
 //! repeated on every message, because an append replaces `extras`. Every message also says
 //! the text's byte length once it is applied ([`headers::LENGTH`]), so a subscriber can tell
-//! a reordered or missing append from a stale one. The final update carries
+//! a reordered or missing append from a stale one, and the text's digest
+//! ([`headers::DIGEST`]), so it can tell a server's aggregate of appends applied out of order
+//! from the publisher's text. The final update carries
 //! the whole text, so subscribers and history converge even if an append was lost.
 
 mod budget;
@@ -309,7 +311,7 @@ impl Relay {
                 .truncate_json(limit.saturating_sub(overhead(&self.headers) + ENVELOPE_SLACK));
         }
         let mut replacement = self.message(None, self.text.as_str());
-        replacement.insert_header(headers::LENGTH, self.text.len().to_string());
+        stamp(&mut replacement, self.text.as_str());
         self.ops.push_back(PublishOp::Create(replacement));
     }
 
@@ -424,7 +426,7 @@ impl Relay {
         if !self.created {
             self.created = true;
             let mut create = self.message(None, "");
-            create.insert_header(headers::LENGTH, "0".to_owned());
+            stamp(&mut create, "");
             self.ops.push_back(PublishOp::Create(create));
         }
     }
@@ -587,7 +589,7 @@ impl Relay {
             );
             append.set_headers(&headers);
         }
-        append.insert_header(headers::LENGTH, self.text.len().to_string());
+        stamp(&mut append, self.text.as_str());
         self.ops.push_back(PublishOp::Append(append));
         self.sent_len = self.text.len();
         self.appends_since_update += 1;
@@ -596,7 +598,7 @@ impl Relay {
 
     fn publish_update(&mut self, now: Instant) {
         let mut update = self.message(Some(MessageAction::UPDATE), self.text.as_str());
-        update.insert_header(headers::LENGTH, self.text.len().to_string());
+        stamp(&mut update, self.text.as_str());
         self.ops.push_back(PublishOp::Update(update));
         self.sent_len = self.text.len();
         self.diverged = false;
@@ -649,8 +651,15 @@ fn ending_of(event: &StreamEvent, status: Status) -> Ending {
     }
 }
 
+/// Says what the answer's whole text is once `message` is applied: its byte length
+/// ([`headers::LENGTH`]) and digest ([`headers::DIGEST`]).
+fn stamp(message: &mut Message, text: &str) {
+    message.insert_header(headers::LENGTH, text.len().to_string());
+    message.insert_header(headers::DIGEST, headers::digest(text));
+}
+
 /// The size of an answer message with these headers and no text, counting the
-/// [`headers::LENGTH`] header at its widest.
+/// [`headers::LENGTH`] header at its widest and the [`headers::DIGEST`] header.
 fn overhead(headers: &BTreeMap<String, String>) -> usize {
     let mut message = Message {
         name: Some(headers::ANSWER_NAME.to_owned()),
@@ -658,6 +667,7 @@ fn overhead(headers: &BTreeMap<String, String>) -> usize {
     };
     message.set_headers(headers);
     message.insert_header(headers::LENGTH, usize::MAX.to_string());
+    message.insert_header(headers::DIGEST, headers::digest(""));
     message.wire_size()
 }
 
