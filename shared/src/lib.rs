@@ -26,6 +26,7 @@ pub mod ids;
 pub mod openai;
 pub mod protocol;
 pub mod relay;
+pub mod session;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 pub mod time;

@@ -10,8 +10,7 @@ mod tests;
 
 pub use driver::{Published, Realtime, Snapshot, Subscription, TokenSource};
 
-/// Error code Ably returns when a channel has no rule enabling updates, deletes and appends.
-pub const APPENDS_NOT_ENABLED: u32 = 93002;
+pub use shared::connection::errors::APPENDS_NOT_ENABLED;
 
 /// What to tell a user whose channel refuses appends (Ably error 93002).
 pub const APPENDS_NOT_ENABLED_HELP: &str = "the Ably channel does not accept appends: in the \

@@ -67,6 +67,8 @@ pub const CHANNEL_INVALID_STATE: u32 = 90001;
 pub const CHANNEL_CONTINUITY_LOST: u32 = 90003;
 /// ATTACHED or DETACHED did not arrive in time (RTL4f).
 pub const CHANNEL_TIMED_OUT: u32 = 90007;
+/// The channel's namespace has no rule enabling message updates, deletes and appends.
+pub const APPENDS_NOT_ENABLED: u32 = 93002;
 
 /// What the connection does about an error the server sent for the whole connection.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]

@@ -380,6 +380,11 @@ impl Relay {
         self.ops.pop_front()
     }
 
+    /// Whether an operation is queued for [`Relay::poll_op`].
+    pub fn has_op(&self) -> bool {
+        !self.ops.is_empty()
+    }
+
     /// When buffered text is due, if any is waiting for its window.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.ended || self.serial.is_none() || !self.has_pending() {

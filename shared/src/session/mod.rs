@@ -1,0 +1,435 @@
+//! The publisher session: every answer published over one connection, from its create to
+//! its final update, sans-IO.
+//!
+//! One [`Session`] per connection owns one [`Relay`] per answer and decides everything the
+//! daemon's answer loop used to decide in async code: when a publish may go (the rate
+//! [`Budget`], shared by all answers), how wide each answer's window is, what a NACK costs
+//! (a repair, a cut, a resend or nothing), when a create whose outcome is unclear is looked
+//! up on the channel, when an answer is given up, and when it is over. A driver feeds it
+//! `(now, input)` and performs what [`Session::poll_output`] hands back:
+//!
+//! ```text
+//!  start(spec)            ──► Publish{Create}        ──outcome──► handle_outcome(ticket)
+//!  handle_stream_event    ──► Publish{Append|Update} ──outcome──► handle_outcome(ticket)
+//!  create NACKed / silent ──► Lookup{id}             ──found────► handle_lookup(answer)
+//!  relay finished, drained ──► Ended{report}
+//! ```
+//!
+//! # Invariants
+//!
+//! - Every answer that starts ends with exactly one [`Output::Ended`], whatever the
+//!   connection does: drained, given up after [`SessionConfig::drain_timeout`], or cut short
+//!   by a refusal that makes publishing pointless (93002).
+//! - A prompt is never left without an answer on the channel: a create that is refused and
+//!   not found by its id is replaced by a create born `failed` ([`Relay::handle_create_failed`]).
+//! - A refused append costs at most one full-text update, and none when a later update
+//!   already carries its text.
+//! - A final update that a resent earlier publish overtook (its ACK carries a higher
+//!   version serial) goes out again, at most [`SessionConfig::update_resends`] times.
+//! - No publish leaves while the budget is empty; the driver never paces.
+
+mod answer;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::time::Duration;
+
+use crate::connection::PublishOutcome;
+use crate::headers::Status;
+use crate::ids::{ChannelName, MessageId, Serial};
+use crate::openai::StreamEvent;
+use crate::protocol::Message;
+use crate::relay::{Budget, Relay, RelayConfig};
+use crate::time::Instant;
+
+use answer::{Answer, Kind};
+
+pub use answer::{describe_refusal, APPENDS_NOT_ENABLED_HELP};
+
+/// Names one answer of a session.
+#[derive(Clone, Copy, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct AnswerId(pub u64);
+
+impl fmt::Display for AnswerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "answer-{}", self.0)
+    }
+}
+
+/// Names one publish the driver performs; its outcome comes back with it.
+#[derive(Clone, Copy, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct Ticket(pub u64);
+
+/// What a publish is, for the driver's metrics.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum PublishKind {
+    /// The answer's create (empty, or born `failed` when it replaces a refused create).
+    Create,
+    /// A fragment appended to the answer.
+    Append,
+    /// The answer's whole text: a repair, the final update, or a resend of it.
+    Update,
+}
+
+/// How a session publishes and how long it waits.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionConfig {
+    /// The base coalescing window, widened when many answers stream at once.
+    pub window: Duration,
+    /// Messages per second over the connection (0 = unlimited).
+    pub rate: u32,
+    /// The `source` header of every answer.
+    pub source: String,
+    /// The largest message the channel accepts (from `connectionDetails`).
+    pub max_message_size: Option<usize>,
+    /// Whether the driver can search a channel for a message by id ([`Output::Lookup`]).
+    pub lookups: bool,
+    /// How long a create's ACK may take before the answer looks for it on the channel.
+    /// Longer than Ably's default connectionStateTtl (2 min), by which time the connection
+    /// has resent the create or failed it (RTN14e).
+    pub create_timeout: Duration,
+    /// How long the last publishes' outcomes may take once the answer has ended.
+    pub drain_timeout: Duration,
+    /// How long a resend or a lookup waits for the connection to come back.
+    pub reconnect_wait: Duration,
+    /// How often a refused or overtaken final update is sent again.
+    pub update_resends: u32,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            window: crate::relay::DEFAULT_WINDOW,
+            rate: 0,
+            source: "openai".to_owned(),
+            max_message_size: None,
+            lookups: true,
+            create_timeout: Duration::from_secs(150),
+            drain_timeout: Duration::from_secs(75),
+            reconnect_wait: Duration::from_secs(60),
+            update_resends: 3,
+        }
+    }
+}
+
+/// One answer to publish.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AnswerSpec {
+    pub channel: ChannelName,
+    /// The prompt message it answers, sent as the `prompt` header.
+    pub prompt: Option<Serial>,
+    /// The create's own id, so it can be found on the channel if its outcome is unclear.
+    pub create_id: MessageId,
+}
+
+/// How an answer went.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    /// The answer message's serial, if its create was ACKed or found.
+    pub serial: Option<Serial>,
+    pub status: Status,
+    pub text: String,
+    /// The `error` (or `reason`) header.
+    pub detail: Option<String>,
+    /// Publishing problems (refused create or update, missing ACKs): subscribers may lack
+    /// the end.
+    pub publish_error: Option<String>,
+    pub appends: u64,
+    pub messages: u64,
+    pub repairs: u64,
+    /// Times the final update was sent again.
+    pub resends: u32,
+}
+
+/// What the driver is to do, or to tell the answer's owner.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Publish `message` on `channel`; give its outcome to [`Session::handle_outcome`].
+    Publish {
+        ticket: Ticket,
+        answer: AnswerId,
+        kind: PublishKind,
+        channel: ChannelName,
+        message: Message,
+    },
+    /// Search `channel`'s latest messages for the one with `id`; give what was found to
+    /// [`Session::handle_lookup`].
+    Lookup {
+        answer: AnswerId,
+        channel: ChannelName,
+        id: MessageId,
+    },
+    /// The create was ACKed or found (`Ok(serial)`), or the answer could not be started.
+    /// Given once per answer.
+    Created {
+        answer: AnswerId,
+        result: Result<Serial, String>,
+    },
+    /// The answer's outcome is decided: stop reading its model stream (which stops
+    /// generation). Given once per answer.
+    StopStream { answer: AnswerId },
+    /// The answer is over; nothing more is said of it.
+    Ended { answer: AnswerId, report: Report },
+}
+
+/// Every answer on one connection. See the module documentation.
+#[derive(Debug)]
+pub struct Session {
+    config: SessionConfig,
+    budget: Budget,
+    answers: BTreeMap<AnswerId, Answer>,
+    tickets: HashMap<Ticket, (AnswerId, Kind)>,
+    outputs: VecDeque<Output>,
+    next_answer: u64,
+    next_ticket: u64,
+    connected: bool,
+    /// When the budget has room again, if a publish is waiting for it.
+    paced_until: Option<Instant>,
+}
+
+impl Session {
+    /// A session with no answers; the connection is taken to be up until told otherwise.
+    pub fn new(config: SessionConfig) -> Self {
+        Self {
+            budget: Budget::new(config.rate),
+            config,
+            answers: BTreeMap::new(),
+            tickets: HashMap::new(),
+            outputs: VecDeque::new(),
+            next_answer: 0,
+            next_ticket: 0,
+            connected: true,
+            paced_until: None,
+        }
+    }
+
+    /// Starts an answer: its create is queued at once, before any stream event.
+    pub fn start(&mut self, now: Instant, spec: AnswerSpec) -> AnswerId {
+        let id = AnswerId(self.next_answer);
+        self.next_answer += 1;
+        let window = self
+            .budget
+            .window(self.config.window, self.answers.len() + 1);
+        let relay = Relay::new(RelayConfig {
+            window,
+            source: self.config.source.clone(),
+            prompt: spec.prompt,
+            max_message_size: self.config.max_message_size,
+        });
+        self.answers
+            .insert(id, Answer::new(relay, spec.channel, spec.create_id));
+        if let Some(answer) = self.answers.get_mut(&id) {
+            answer.relay.start();
+        }
+        self.after(now, id);
+        id
+    }
+
+    /// One event of the answer's model stream.
+    pub fn handle_stream_event(&mut self, now: Instant, id: AnswerId, event: &StreamEvent) {
+        if let Some(answer) = self.answers.get_mut(&id) {
+            answer.relay.handle_event(now, event);
+            self.after(now, id);
+        }
+    }
+
+    /// The answer's model request or stream failed: it ends `failed` with `error`.
+    pub fn handle_stream_error(&mut self, now: Instant, id: AnswerId, error: &str) {
+        if let Some(answer) = self.answers.get_mut(&id) {
+            answer.relay.handle_stream_error(now, error);
+            self.after(now, id);
+        }
+    }
+
+    /// The answer's model stream ended (without a terminal event it ends `failed`).
+    pub fn handle_stream_end(&mut self, now: Instant, id: AnswerId) {
+        if let Some(answer) = self.answers.get_mut(&id) {
+            answer.relay.handle_stream_end(now);
+            self.after(now, id);
+        }
+    }
+
+    /// A user stopped the answer: it ends `cancelled` with its text so far.
+    pub fn cancel(&mut self, now: Instant, id: AnswerId) {
+        if let Some(answer) = self.answers.get_mut(&id) {
+            answer.relay.cancel(now);
+            self.after(now, id);
+        }
+    }
+
+    /// The ACK or NACK of a publish.
+    pub fn handle_outcome(&mut self, now: Instant, ticket: Ticket, outcome: PublishOutcome) {
+        let Some((id, kind)) = self.tickets.remove(&ticket) else {
+            return;
+        };
+        if let Some(answer) = self.answers.get_mut(&id) {
+            answer.pending = answer.pending.saturating_sub(1);
+            let effects = answer.settle(now, kind, outcome, &self.config, self.connected);
+            self.apply(id, effects);
+            self.after(now, id);
+        }
+    }
+
+    /// What the search for an answer's create found: its serial, nothing, or why the
+    /// search failed (which counts as nothing).
+    pub fn handle_lookup(
+        &mut self,
+        now: Instant,
+        id: AnswerId,
+        found: Result<Option<Serial>, String>,
+    ) {
+        if let Some(answer) = self.answers.get_mut(&id) {
+            let effects = answer.handle_lookup(now, found, &self.config, self.connected);
+            self.apply(id, effects);
+            self.after(now, id);
+        }
+    }
+
+    /// Whether the connection is up; resends and lookups wait for it.
+    pub fn set_connected(&mut self, now: Instant, connected: bool) {
+        self.connected = connected;
+        if connected {
+            let ids: Vec<AnswerId> = self.answers.keys().copied().collect();
+            for id in ids {
+                if let Some(answer) = self.answers.get_mut(&id) {
+                    let effects = answer.release(true);
+                    self.apply(id, effects);
+                    self.after(now, id);
+                }
+            }
+        }
+    }
+
+    /// The largest message the channel accepts, for answers started from now on.
+    pub fn set_max_message_size(&mut self, size: Option<usize>) {
+        self.config.max_message_size = size;
+    }
+
+    /// Time passed: windows, deadlines and the budget.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.paced_until.is_some_and(|at| at <= now) {
+            self.paced_until = None;
+        }
+        let ids: Vec<AnswerId> = self.answers.keys().copied().collect();
+        for id in ids {
+            if let Some(answer) = self.answers.get_mut(&id) {
+                answer.relay.handle_timeout(now);
+                let effects = answer.handle_timeout(now, &self.config, self.connected);
+                self.apply(id, effects);
+                self.after(now, id);
+            }
+        }
+    }
+
+    /// The next thing for the driver to do.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Session::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let answers = self.answers.values().filter_map(Answer::poll_timeout);
+        answers.chain(self.paced_until).min()
+    }
+
+    /// How many answers are running (streaming or draining).
+    pub fn active(&self) -> usize {
+        self.answers.len()
+    }
+
+    /// An answer's text so far.
+    pub fn text(&self, id: AnswerId) -> Option<&str> {
+        self.answers.get(&id).map(|a| a.relay.text())
+    }
+
+    /// Where an answer stands.
+    pub fn status(&self, id: AnswerId) -> Option<Status> {
+        self.answers.get(&id).map(|a| a.relay.status())
+    }
+
+    /// Queues what an answer's decision asked for.
+    fn apply(&mut self, id: AnswerId, effects: answer::Effects) {
+        if let Some(result) = effects.created {
+            self.outputs
+                .push_back(Output::Created { answer: id, result });
+        }
+        if let Some((channel, create_id)) = effects.lookup {
+            self.outputs.push_back(Output::Lookup {
+                answer: id,
+                channel,
+                id: create_id,
+            });
+        }
+    }
+
+    /// After any input about answer `id`: its window, its stream, its publishes, its end.
+    fn after(&mut self, now: Instant, id: AnswerId) {
+        let window = self.budget.window(self.config.window, self.answers.len());
+        let Some(answer) = self.answers.get_mut(&id) else {
+            return;
+        };
+        answer.relay.set_window(window);
+        if answer.relay.status().is_terminal() && !answer.stream_stopped {
+            answer.stream_stopped = true;
+            self.outputs.push_back(Output::StopStream { answer: id });
+        }
+        self.pump(now, id);
+        let Some(answer) = self.answers.get_mut(&id) else {
+            return;
+        };
+        if answer.is_over() {
+            let owed = answer.unannounced();
+            let report = answer.report();
+            if let Some(result) = owed {
+                self.outputs
+                    .push_back(Output::Created { answer: id, result });
+            }
+            self.answers.remove(&id);
+            self.tickets.retain(|_, (owner, _)| *owner != id);
+            self.outputs.push_back(Output::Ended { answer: id, report });
+        } else if answer.relay.is_finished() && answer.drain_deadline.is_none() {
+            answer.drain_deadline = Some(now + self.config.drain_timeout);
+        }
+    }
+
+    /// Hands out the answer's queued publishes while the budget allows.
+    fn pump(&mut self, now: Instant, id: AnswerId) {
+        loop {
+            let Some(answer) = self.answers.get_mut(&id) else {
+                return;
+            };
+            if !answer.has_publish() {
+                return;
+            }
+            if let Err(at) = self.budget.take(now) {
+                self.paced_until = Some(self.paced_until.map_or(at, |p| p.min(at)));
+                return;
+            }
+            let Some((kind, message)) = answer.next_publish(now, &self.config) else {
+                return;
+            };
+            self.send(id, kind, message);
+        }
+    }
+
+    fn send(&mut self, id: AnswerId, kind: Kind, message: Message) {
+        let Some(answer) = self.answers.get_mut(&id) else {
+            return;
+        };
+        let ticket = Ticket(self.next_ticket);
+        self.next_ticket += 1;
+        answer.pending += 1;
+        self.tickets.insert(ticket, (id, kind));
+        self.outputs.push_back(Output::Publish {
+            ticket,
+            answer: id,
+            kind: kind.publish_kind(),
+            channel: answer.channel.clone(),
+            message,
+        });
+    }
+}

@@ -1,0 +1,367 @@
+//! Session transcripts on fake time: what each outcome costs, when answers end, pacing.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::*;
+use crate::connection::errors::{CONNECTION_FAILED, MESSAGE_REJECTED};
+use crate::protocol::{ErrorInfo, MessageAction};
+
+fn ms(t: u64) -> Instant {
+    Instant::from_millis(t)
+}
+
+fn ev(value: serde_json::Value) -> StreamEvent {
+    StreamEvent::from_value(value).unwrap()
+}
+
+fn created_event() -> StreamEvent {
+    ev(json!({"type": "response.created", "response": {"id": "resp_1", "status": "in_progress"}}))
+}
+
+fn delta(text: &str) -> StreamEvent {
+    ev(
+        json!({"type": "response.output_text.delta", "item_id": "msg_1", "content_index": 0, "delta": text}),
+    )
+}
+
+fn completed() -> StreamEvent {
+    ev(json!({"type": "response.completed", "response": {"id": "resp_1", "status": "completed"}}))
+}
+
+fn spec(n: u32) -> AnswerSpec {
+    AnswerSpec {
+        channel: ChannelName::from("ai:test"),
+        prompt: None,
+        create_id: MessageId::new(format!("test-answer-{n}")),
+    }
+}
+
+fn config() -> SessionConfig {
+    SessionConfig {
+        window: Duration::ZERO,
+        ..SessionConfig::default()
+    }
+}
+
+/// A publish the session handed out.
+#[derive(Debug)]
+struct Sent {
+    ticket: Ticket,
+    kind: PublishKind,
+    message: Message,
+}
+
+impl Sent {
+    fn text(&self) -> &str {
+        self.message
+            .data
+            .as_ref()
+            .and_then(|d| d.as_str())
+            .unwrap_or("")
+    }
+}
+
+/// Everything the session said, split by kind.
+#[derive(Debug, Default)]
+struct Said {
+    sent: Vec<Sent>,
+    lookups: Vec<MessageId>,
+    created: Vec<Result<Serial, String>>,
+    stops: usize,
+    ended: Vec<Report>,
+}
+
+fn drain(session: &mut Session) -> Said {
+    let mut said = Said::default();
+    while let Some(output) = session.poll_output() {
+        match output {
+            Output::Publish {
+                ticket,
+                kind,
+                message,
+                ..
+            } => said.sent.push(Sent {
+                ticket,
+                kind,
+                message,
+            }),
+            Output::Lookup { id, .. } => said.lookups.push(id),
+            Output::Created { result, .. } => said.created.push(result),
+            Output::StopStream { .. } => said.stops += 1,
+            Output::Ended { report, .. } => said.ended.push(report),
+        }
+    }
+    said
+}
+
+fn ack(session: &mut Session, now: Instant, ticket: Ticket, serial: &str) {
+    session.handle_outcome(now, ticket, Ok(vec![Some(Serial::new(serial))]));
+}
+
+fn nack(session: &mut Session, now: Instant, ticket: Ticket, code: u32) {
+    session.handle_outcome(now, ticket, Err(ErrorInfo::new(code, 500, "refused")));
+}
+
+/// Starts one answer and ACKs its create as `s1`.
+fn started(config: SessionConfig) -> (Session, AnswerId) {
+    let mut session = Session::new(config);
+    let id = session.start(ms(0), spec(0));
+    let said = drain(&mut session);
+    assert_eq!(said.sent.len(), 1);
+    assert_eq!(said.sent[0].kind, PublishKind::Create);
+    assert_eq!(
+        said.sent[0].message.id,
+        Some(MessageId::new("test-answer-0"))
+    );
+    ack(&mut session, ms(1), said.sent[0].ticket, "s1");
+    let said = drain(&mut session);
+    assert_eq!(said.created, vec![Ok(Serial::new("s1"))]);
+    session.handle_stream_event(ms(2), id, &created_event());
+    (session, id)
+}
+
+#[test]
+fn an_answer_goes_create_appends_final_update_and_ends_once_drained() {
+    let (mut session, id) = started(config());
+    session.handle_stream_event(ms(3), id, &delta("Hello"));
+    session.handle_stream_event(ms(4), id, &delta(" world"));
+    session.handle_stream_event(ms(5), id, &completed());
+    let said = drain(&mut session);
+    let kinds: Vec<_> = said.sent.iter().map(|s| s.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            PublishKind::Append,
+            PublishKind::Append,
+            PublishKind::Update
+        ]
+    );
+    assert_eq!(said.sent[2].text(), "Hello world");
+    assert_eq!(said.stops, 1, "the stream is told to stop once");
+    assert!(said.ended.is_empty(), "not over while outcomes are due");
+    for (n, sent) in said.sent.iter().enumerate() {
+        ack(&mut session, ms(6), sent.ticket, &format!("v{n}"));
+    }
+    let said = drain(&mut session);
+    let report = said.ended.first().expect("ended");
+    assert_eq!(report.status, Status::Completed);
+    assert_eq!(report.text, "Hello world");
+    assert_eq!((report.appends, report.messages, report.repairs), (2, 4, 0));
+    assert_eq!(session.active(), 0);
+}
+
+#[test]
+fn a_refused_append_costs_one_repair_and_none_once_an_update_covers_it() {
+    let (mut session, id) = started(config());
+    for word in ["a", "b", "c"] {
+        session.handle_stream_event(ms(3), id, &delta(word));
+    }
+    let appends = drain(&mut session).sent;
+    assert_eq!(appends.len(), 3);
+    nack(&mut session, ms(4), appends[0].ticket, MESSAGE_REJECTED);
+    let repair = drain(&mut session).sent;
+    assert_eq!(repair.len(), 1);
+    assert_eq!(repair[0].kind, PublishKind::Update);
+    assert_eq!(repair[0].text(), "abc");
+    // The other two were sent before the repair, which carries their text.
+    nack(&mut session, ms(5), appends[1].ticket, MESSAGE_REJECTED);
+    nack(&mut session, ms(5), appends[2].ticket, MESSAGE_REJECTED);
+    assert!(drain(&mut session).sent.is_empty());
+    ack(&mut session, ms(6), repair[0].ticket, "v1");
+    session.handle_stream_event(ms(7), id, &completed());
+    let last = drain(&mut session).sent;
+    ack(&mut session, ms(8), last[0].ticket, "v2");
+    let report = drain(&mut session).ended.pop().expect("ended");
+    assert_eq!(report.repairs, 1);
+    assert_eq!(report.status, Status::Completed);
+}
+
+#[test]
+fn a_refused_create_is_looked_up_by_id_and_found() {
+    let mut session = Session::new(config());
+    let id = session.start(ms(0), spec(0));
+    let create = drain(&mut session).sent.remove(0);
+    nack(&mut session, ms(1), create.ticket, 40000);
+    let said = drain(&mut session);
+    assert_eq!(said.lookups, vec![MessageId::new("test-answer-0")]);
+    assert!(
+        said.created.is_empty(),
+        "undecided until the channel answers"
+    );
+    session.handle_lookup(ms(2), id, Ok(Some(Serial::new("s1"))));
+    assert_eq!(drain(&mut session).created, vec![Ok(Serial::new("s1"))]);
+    session.handle_stream_event(ms(3), id, &delta("hi"));
+    let append = drain(&mut session).sent.remove(0);
+    assert_eq!(append.message.serial, Some(Serial::new("s1")));
+    assert_eq!(append.message.action, Some(MessageAction::APPEND));
+}
+
+#[test]
+fn a_create_refused_and_not_found_is_replaced_by_one_born_failed() {
+    let mut session = Session::new(config());
+    let id = session.start(ms(0), spec(0));
+    session.handle_stream_event(ms(0), id, &delta("partial"));
+    let create = drain(&mut session).sent.remove(0);
+    nack(&mut session, ms(1), create.ticket, 40000);
+    drain(&mut session);
+    session.handle_lookup(ms(2), id, Ok(None));
+    let said = drain(&mut session);
+    assert!(matches!(&said.created[..], [Err(e)] if e.contains("40000")));
+    let replacement = said.sent.first().expect("a replacement create");
+    assert_eq!(replacement.kind, PublishKind::Create);
+    assert_eq!(replacement.text(), "partial");
+    assert_eq!(
+        replacement.message.header(crate::headers::STATUS),
+        Some("failed")
+    );
+    ack(&mut session, ms(3), replacement.ticket, "s2");
+    let report = drain(&mut session).ended.pop().expect("ended");
+    assert_eq!(report.status, Status::Failed);
+    assert!(report.publish_error.is_some());
+}
+
+#[test]
+fn a_silent_create_is_looked_up_after_the_create_timeout() {
+    let mut session = Session::new(config());
+    let _id = session.start(ms(0), spec(0));
+    drain(&mut session);
+    let due = session.poll_timeout().expect("a deadline");
+    assert_eq!(due, ms(0) + SessionConfig::default().create_timeout);
+    session.handle_timeout(due);
+    assert_eq!(drain(&mut session).lookups.len(), 1);
+}
+
+#[test]
+fn a_lookup_waits_for_the_connection() {
+    let mut session = Session::new(config());
+    let _id = session.start(ms(0), spec(0));
+    let create = drain(&mut session).sent.remove(0);
+    session.set_connected(ms(1), false);
+    nack(&mut session, ms(1), create.ticket, CONNECTION_FAILED);
+    assert!(drain(&mut session).lookups.is_empty());
+    session.set_connected(ms(500), true);
+    assert_eq!(drain(&mut session).lookups.len(), 1);
+}
+
+#[test]
+fn ably_93002_on_the_create_ends_the_answer_at_once_saying_which_rule_to_enable() {
+    let mut session = Session::new(config());
+    let _id = session.start(ms(0), spec(0));
+    let create = drain(&mut session).sent.remove(0);
+    nack(&mut session, ms(1), create.ticket, APPENDS_NOT_ENABLED_CODE);
+    let said = drain(&mut session);
+    assert!(matches!(&said.created[..], [Err(e)] if e.contains("appends")));
+    assert!(said.sent.is_empty(), "nothing more is published");
+    let report = said.ended.first().expect("ended");
+    assert_eq!(report.status, Status::Failed);
+    assert_eq!(session.active(), 0);
+}
+
+const APPENDS_NOT_ENABLED_CODE: u32 = crate::connection::errors::APPENDS_NOT_ENABLED;
+
+#[test]
+fn a_final_update_lost_with_the_connection_is_sent_again_once_connected() {
+    let (mut session, id) = started(config());
+    session.handle_stream_event(ms(3), id, &delta("x"));
+    session.handle_stream_event(ms(3), id, &completed());
+    let sent = drain(&mut session).sent;
+    ack(&mut session, ms(4), sent[0].ticket, "v1");
+    session.set_connected(ms(5), false);
+    nack(&mut session, ms(5), sent[1].ticket, CONNECTION_FAILED);
+    assert!(
+        drain(&mut session).sent.is_empty(),
+        "held while disconnected"
+    );
+    session.set_connected(ms(900), true);
+    let resent = drain(&mut session).sent;
+    assert_eq!(resent.len(), 1);
+    assert_eq!(resent[0].kind, PublishKind::Update);
+    assert_eq!(resent[0].text(), "x");
+    ack(&mut session, ms(901), resent[0].ticket, "v2");
+    let report = drain(&mut session).ended.pop().expect("ended");
+    assert_eq!((report.resends, report.publish_error), (1, None));
+}
+
+#[test]
+fn a_final_update_overtaken_by_an_earlier_publish_goes_out_again() {
+    let (mut session, id) = started(config());
+    session.handle_stream_event(ms(3), id, &delta("x"));
+    session.handle_stream_event(ms(3), id, &completed());
+    let sent = drain(&mut session).sent;
+    ack(&mut session, ms(4), sent[1].ticket, "v1");
+    // The append was resent on a new connection and applied after the final update.
+    ack(&mut session, ms(5), sent[0].ticket, "v2");
+    let resent = drain(&mut session).sent;
+    assert_eq!(resent.len(), 1);
+    assert_eq!(resent[0].text(), "x");
+    ack(&mut session, ms(6), resent[0].ticket, "v3");
+    let report = drain(&mut session).ended.pop().expect("ended");
+    assert_eq!(report.resends, 1);
+}
+
+#[test]
+fn an_answer_whose_outcomes_never_come_ends_after_the_drain_timeout() {
+    let (mut session, id) = started(config());
+    session.handle_stream_event(ms(3), id, &completed());
+    drain(&mut session);
+    let due = session.poll_timeout().expect("the drain deadline");
+    assert_eq!(due, ms(3) + SessionConfig::default().drain_timeout);
+    session.handle_timeout(due);
+    let report = drain(&mut session).ended.pop().expect("ended");
+    assert!(report
+        .publish_error
+        .is_some_and(|e| e.contains("had no ACK")));
+}
+
+#[test]
+fn a_cancel_stops_the_stream_and_ends_the_answer_cancelled() {
+    let (mut session, id) = started(config());
+    session.handle_stream_event(ms(3), id, &delta("so far"));
+    session.cancel(ms(4), id);
+    let said = drain(&mut session);
+    assert_eq!(said.stops, 1);
+    for sent in &said.sent {
+        ack(&mut session, ms(5), sent.ticket, "v");
+    }
+    let report = drain(&mut session).ended.pop().expect("ended");
+    assert_eq!(
+        (report.status, report.text.as_str()),
+        (Status::Cancelled, "so far")
+    );
+}
+
+#[test]
+fn the_budget_paces_every_answer_on_the_connection() {
+    let mut session = Session::new(SessionConfig {
+        rate: 2,
+        ..config()
+    });
+    session.start(ms(0), spec(0));
+    session.start(ms(0), spec(1));
+    session.start(ms(0), spec(2));
+    let first = drain(&mut session).sent;
+    assert_eq!(first.len(), 2, "two messages in the first second's budget");
+    let due = session.poll_timeout().expect("the budget's next slot");
+    assert_eq!(due, ms(500));
+    session.handle_timeout(due);
+    assert_eq!(drain(&mut session).sent.len(), 1);
+}
+
+#[test]
+fn the_window_widens_with_the_number_of_answers() {
+    let mut session = Session::new(SessionConfig {
+        rate: 10,
+        window: Duration::from_millis(40),
+        ..config()
+    });
+    let ids: Vec<_> = (0..20).map(|n| session.start(ms(0), spec(n))).collect();
+    let window = session
+        .answers
+        .get(&ids[19])
+        .map(|a| a.relay.config().window)
+        .expect("answer");
+    // 20 answers at 80% of 10 messages/s: one append each every 2.5 s.
+    assert_eq!(window, Duration::from_millis(2500));
+}
