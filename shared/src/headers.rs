@@ -46,12 +46,46 @@ pub const DIGEST: &str = "digest";
 
 /// The [`DIGEST`] value of `text`.
 pub fn digest(text: &str) -> String {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let hash = text
-        .bytes()
-        .fold(OFFSET, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME));
-    format!("{hash:016x}")
+    Digest::of(text).to_string()
+}
+
+/// A running [`DIGEST`]: FNV-1a over bytes, extended fragment by fragment, so a subscriber
+/// checks each append against the publisher's digest without hashing the whole text again.
+#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
+pub struct Digest(u64);
+
+impl Digest {
+    /// The digest of the empty text.
+    pub const EMPTY: Digest = Digest(0xcbf2_9ce4_8422_2325);
+
+    /// The digest of `text`.
+    pub fn of(text: &str) -> Self {
+        Self::EMPTY.extend(text)
+    }
+
+    /// The digest of the text this one is of, followed by `more`.
+    #[must_use]
+    pub fn extend(self, more: &str) -> Self {
+        const PRIME: u64 = 0x0000_0100_0000_01b3;
+        Self(
+            more.bytes()
+                .fold(self.0, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME)),
+        )
+    }
+
+    /// Reads a [`DIGEST`] header value: 16 hex digits.
+    pub fn parse(value: &str) -> Option<Self> {
+        if value.len() != 16 {
+            return None;
+        }
+        u64::from_str_radix(value, 16).ok().map(Self)
+    }
+}
+
+impl std::fmt::Display for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
 }
 
 /// Reads a [`LENGTH`] header value: a decimal byte count.

@@ -82,6 +82,8 @@ pub(super) struct Entry {
     client_id: Option<String>,
     timestamp: Option<i64>,
     text: String,
+    /// The digest of `text`, kept as it grows ([`headers::Digest`]).
+    digest: headers::Digest,
     headers: BTreeMap<String, String>,
     /// The version serial of the last applied versioned delivery.
     version: Option<Serial>,
@@ -99,6 +101,9 @@ pub(super) struct Entry {
     /// contradicted the text); cleared by the next full version, or when the held appends
     /// all fit.
     gap: bool,
+    /// A delivery contradicted the text (its bytes or its digest): only a full version
+    /// clears the gap then, since what is missing is not held.
+    contradicted: bool,
     deleted: bool,
     truncated: bool,
     /// An unversioned delivery was applied since the last strictly newer full version, so the
@@ -142,6 +147,7 @@ impl Entry {
             client_id: incoming.client_id.map(str::to_owned),
             timestamp: incoming.timestamp,
             text: kept.to_owned(),
+            digest: headers::Digest::of(kept),
             headers: incoming.headers.clone().unwrap_or_default(),
             version: if missing || placed {
                 None
@@ -153,6 +159,7 @@ impl Entry {
             held: BTreeMap::new(),
             held_bytes: 0,
             gap: missing,
+            contradicted: false,
             deleted: incoming.op == Op::Delete,
             truncated: kept.len() < full.len(),
             unversioned_since: incoming.version.is_none(),
@@ -262,9 +269,11 @@ impl Entry {
             replaced = matches!(text_change, Some(Change::Replaced { .. }));
             self.truncated = kept.len() < full.len();
             self.text = kept.to_owned();
+            self.digest = headers::Digest::of(kept);
             self.partial = false;
             self.start = Some(0);
             self.gap = false;
+            self.contradicted = false;
             changes.extend(text_change);
         }
         if self.truncated && !was_truncated {
@@ -354,6 +363,7 @@ impl Entry {
         if !matches {
             // It contradicts the text: keep the text (a correct prefix) and wait for a full
             // version to repair it.
+            self.contradicted = true;
             self.report_gap(changes);
             return;
         }
@@ -401,7 +411,7 @@ impl Entry {
                 self.place(at, end, held, max_text, changes);
             }
         }
-        if self.held.is_empty() && self.gap && self.end().is_some() {
+        if self.held.is_empty() && self.gap && !self.contradicted && self.end().is_some() {
             self.gap = false;
         }
     }
@@ -418,11 +428,25 @@ impl Entry {
     /// Concatenates a fragment that continues the text, and takes its headers and version.
     fn push_append(&mut self, held: Held, max_text: usize, changes: &mut Vec<Change>) {
         let fragment = held.text.as_str();
+        let after = self.digest.extend(fragment);
+        if self.contradicts_digest(after, held.headers.as_ref()) {
+            // The text would not be the publisher's: a server rolled this append up with
+            // others around one it never applied, or placed it after a part it lacks. Keep
+            // the text, a correct prefix, until a full version repairs it.
+            self.contradicted = true;
+            self.report_gap(changes);
+            return;
+        }
         if !self.truncated {
             let room = max_text.saturating_sub(self.text.len());
             let kept = fit(fragment, room);
             if !kept.is_empty() {
                 self.text.push_str(kept);
+                self.digest = if kept.len() == fragment.len() {
+                    after
+                } else {
+                    self.digest.extend(kept)
+                };
                 changes.push(Change::Appended {
                     serial: self.serial.clone(),
                     delta: kept.to_owned(),
@@ -439,6 +463,22 @@ impl Entry {
             self.headers = headers;
         }
         self.note_append_version(held.version.as_ref());
+    }
+
+    /// Whether an append's [`headers::DIGEST`] says the whole text after it is not `after`:
+    /// checked only when the text is known from its first byte and not cut.
+    fn contradicts_digest(
+        &self,
+        after: headers::Digest,
+        headers: Option<&BTreeMap<String, String>>,
+    ) -> bool {
+        if self.start != Some(0) || self.partial || self.truncated {
+            return false;
+        }
+        headers
+            .and_then(|h| h.get(headers::DIGEST))
+            .and_then(|d| headers::Digest::parse(d))
+            .is_some_and(|said| said != after)
     }
 
     fn note_append_version(&mut self, version: Option<&Serial>) {
