@@ -36,6 +36,10 @@ struct Printer<'a> {
 }
 
 impl Observer for Printer<'_> {
+    fn wants_text(&self) -> bool {
+        true
+    }
+
     fn created(&mut self, result: Result<&Serial, &str>) {
         let _ = match result {
             Ok(serial) => writeln!(self.stderr, "serial: {serial}"),

@@ -152,6 +152,10 @@ impl Observer for Registering<'_> {
     fn text(&mut self, text: &str) {
         self.inner.text(text);
     }
+
+    fn wants_text(&self) -> bool {
+        self.inner.wants_text()
+    }
 }
 
 /// The serial a `cancel` message asks to stop.

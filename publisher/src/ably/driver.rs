@@ -167,6 +167,11 @@ impl Realtime {
         self.snapshot.borrow().clone()
     }
 
+    /// Follows the connection's state, reason and limits as they change.
+    pub fn watch(&self) -> watch::Receiver<Snapshot> {
+        self.snapshot.clone()
+    }
+
     /// Waits until the connection is `connected`; fails at once if it is `failed` (bad key)
     /// or `closed`, or after `limit`.
     pub async fn wait_connected(&self, limit: Duration) -> Result<(), String> {

@@ -146,6 +146,9 @@ pub struct Report {
 }
 
 /// What the driver is to do, or to tell the answer's owner.
+// `Publish` is nearly every output and carries a whole message; boxing it would cost an
+// allocation per append for nothing, since outputs are drained one at a time.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Output {
     /// Publish `message` on `channel`; give its outcome to [`Session::handle_outcome`].
@@ -173,7 +176,10 @@ pub enum Output {
     /// generation). Given once per answer.
     StopStream { answer: AnswerId },
     /// The answer is over; nothing more is said of it.
-    Ended { answer: AnswerId, report: Report },
+    Ended {
+        answer: AnswerId,
+        report: Box<Report>,
+    },
 }
 
 /// Every answer on one connection. See the module documentation.
@@ -390,7 +396,10 @@ impl Session {
             }
             self.answers.remove(&id);
             self.tickets.retain(|_, (owner, _)| *owner != id);
-            self.outputs.push_back(Output::Ended { answer: id, report });
+            self.outputs.push_back(Output::Ended {
+                answer: id,
+                report: Box::new(report),
+            });
         } else if answer.relay.is_finished() && answer.drain_deadline.is_none() {
             answer.drain_deadline = Some(now + self.config.drain_timeout);
         }

@@ -90,7 +90,7 @@ fn drain(session: &mut Session) -> Said {
             Output::Lookup { id, .. } => said.lookups.push(id),
             Output::Created { result, .. } => said.created.push(result),
             Output::StopStream { .. } => said.stops += 1,
-            Output::Ended { report, .. } => said.ended.push(report),
+            Output::Ended { report, .. } => said.ended.push(*report),
         }
     }
     said
