@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use shared::connection::{errors, PublishOutcome};
 use shared::headers::Status;
 use shared::ids::MessageId;
 use shared::protocol::{ErrorInfo, Message, MessageAction};
@@ -84,6 +85,7 @@ pub struct Answers {
     /// The `source` header of every answer.
     pub source: String,
     rate: u32,
+    channel_rate: u32,
     publish: Arc<dyn Publish>,
     find: Option<Arc<dyn FindMessage>>,
     /// The session task's commands, once started.
@@ -238,6 +240,7 @@ impl Answers {
             metrics,
             window,
             rate,
+            channel_rate: 0,
             source: source.to_owned(),
             appends_ok: Arc::new(Mutex::new(HashSet::new())),
             active: Arc::new(AtomicUsize::new(0)),
@@ -251,6 +254,35 @@ impl Answers {
         self.session = Arc::new(OnceLock::new());
         self.active = Arc::new(AtomicUsize::new(0));
         self
+    }
+
+    /// Publishes at most `rate` messages per second on any one channel (0 = unlimited).
+    pub fn with_channel_rate(mut self, rate: u32) -> Self {
+        self.channel_rate = rate;
+        self.session = Arc::new(OnceLock::new());
+        self
+    }
+
+    /// Publishes a message that is no answer's (a prompt, a cancel) under the same budgets
+    /// as the answers, and waits for its ACK or NACK.
+    pub async fn post(&self, channel: &ChannelName, message: Message) -> PublishOutcome {
+        let (reply, outcome) = oneshot::channel();
+        let post = Command::Post {
+            channel: channel.clone(),
+            message: Box::new(message),
+            reply,
+        };
+        let stopped = || {
+            ErrorInfo::new(
+                errors::CONNECTION_CLOSED,
+                500,
+                "the publisher session stopped",
+            )
+        };
+        if self.session().send(post).is_err() {
+            return Err(stopped());
+        }
+        outcome.await.unwrap_or_else(|_| Err(stopped()))
     }
 
     /// Searches the channel for a create whose ACK was lost or refused by mistake.
@@ -275,6 +307,7 @@ impl Answers {
                 session: Session::new(SessionConfig {
                     window: self.window,
                     rate: self.rate,
+                    channel_rate: self.channel_rate,
                     source: self.source.clone(),
                     max_message_size: Some(self.realtime.snapshot().max_message_size),
                     lookups: self.find.is_some(),

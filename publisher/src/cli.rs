@@ -73,6 +73,12 @@ pub struct AblyArgs {
     #[arg(long, env = "ABLY_MESSAGE_RATE", default_value_t = 50)]
     pub ably_message_rate: u32,
 
+    /// Messages per second this daemon may publish on any one channel (Ably's limit is 50
+    /// per channel, whoever publishes). Answers on a busy channel widen their windows to
+    /// stay within it; prompts and cancels count too. 0 = unlimited (local benchmarks).
+    #[arg(long, env = "ABLY_CHANNEL_RATE", default_value_t = 50)]
+    pub ably_channel_rate: u32,
+
     /// Our publisher-side coalescing window in milliseconds: after an answer's first
     /// append, at most one append per window. 0 sends one append per token.
     #[arg(long, env = "ROLLUP_MS", default_value_t = 40)]

@@ -130,6 +130,7 @@ pub async fn start(
         ably.ably_message_rate,
         &source,
     )
+    .with_channel_rate(ably.ably_channel_rate)
     .with_find(Arc::new(rest.clone()));
     Ok(Parts {
         answers,

@@ -140,6 +140,7 @@ impl Daemon {
             .env("OPENAI_MODEL", model)
             .env("ROLLUP_MS", rollup_ms.to_string())
             .env("ABLY_MESSAGE_RATE", "0")
+            .env("ABLY_CHANNEL_RATE", "0")
             .env("RATE_LIMIT_PER_MINUTE", "0")
             .env("CONTEXT_TURNS", "0")
             .env("LOG", "warn")

@@ -1040,6 +1040,8 @@ async fn one_cut_after_a_busy_stretch_leaves_no_answer_behind() {
             "0",
             "--ably-message-rate",
             "0",
+            "--ably-channel-rate",
+            "0",
             "--rollup-ms",
             "0",
         ],

@@ -150,7 +150,13 @@ async fn an_answer_too_big_for_one_message_ends_incomplete_not_refused() {
     let replay = Replay::start(Duration::ZERO).await.unwrap();
     // About 130 kB of text, twice Sockudo's 64 KiB maxMessageSize.
     let model = "synth:tokens=20000,rate=0";
-    let out = run(&server, &replay, model, &["--ably-message-rate", "0"]).await;
+    let out = run(
+        &server,
+        &replay,
+        model,
+        &["--ably-message-rate", "0", "--ably-channel-rate", "0"],
+    )
+    .await;
     assert_eq!(
         out.report.status,
         Status::Incomplete,

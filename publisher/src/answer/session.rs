@@ -13,8 +13,9 @@ use futures_util::StreamExt;
 use shared::connection::{ConnectionState, PublishOutcome};
 use shared::headers::Status;
 use shared::openai::StreamEvent;
+use shared::protocol::Message;
 use shared::session::{self, AnswerId, AnswerSpec, Output, PublishKind, Session, Ticket};
-use shared::{Instant, Serial};
+use shared::{ChannelName, Instant, Serial};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{FindMessage, Publish};
@@ -33,6 +34,13 @@ pub(super) enum Command {
     },
     /// Something about an answer's model stream.
     Stream { answer: AnswerId, input: Input },
+    /// Publish a message that is no answer's (a prompt, a cancel) under the session's
+    /// budgets; its outcome comes back on `reply`.
+    Post {
+        channel: ChannelName,
+        message: Box<Message>,
+        reply: oneshot::Sender<PublishOutcome>,
+    },
 }
 
 /// What happened to an answer's model stream.
@@ -79,20 +87,21 @@ impl SessionTask {
     /// Runs until every handle on the session is gone and its answers have ended.
     pub(super) async fn run(mut self) {
         let mut owners: HashMap<AnswerId, Owner> = HashMap::new();
+        let mut posts: HashMap<Ticket, oneshot::Sender<PublishOutcome>> = HashMap::new();
         let mut outcomes: FuturesUnordered<Outcome> = FuturesUnordered::new();
         let mut found: FuturesUnordered<Found> = FuturesUnordered::new();
         let mut commands_open = true;
         let mut snapshot_open = true;
         self.note_snapshot();
         loop {
-            self.perform(&mut owners, &mut outcomes, &mut found);
+            self.perform(&mut owners, &mut posts, &mut outcomes, &mut found);
             if !commands_open && self.session.active() == 0 {
                 return;
             }
             let deadline = self.session.poll_timeout().map(|at| self.at(at));
             tokio::select! {
                 command = self.commands.recv(), if commands_open => match command {
-                    Some(command) => self.handle(command, &mut owners),
+                    Some(command) => self.handle(command, &mut owners, &mut posts),
                     None => commands_open = false,
                 },
                 Some((ticket, outcome)) = outcomes.next(), if !outcomes.is_empty() => {
@@ -124,9 +133,22 @@ impl SessionTask {
             .set_connected(now, snapshot.state == ConnectionState::Connected);
     }
 
-    fn handle(&mut self, command: Command, owners: &mut HashMap<AnswerId, Owner>) {
+    fn handle(
+        &mut self,
+        command: Command,
+        owners: &mut HashMap<AnswerId, Owner>,
+        posts: &mut HashMap<Ticket, oneshot::Sender<PublishOutcome>>,
+    ) {
         let now = self.now();
         match command {
+            Command::Post {
+                channel,
+                message,
+                reply,
+            } => {
+                let ticket = self.session.post(now, channel, *message);
+                posts.insert(ticket, reply);
+            }
             Command::Start {
                 spec,
                 updates,
@@ -170,6 +192,7 @@ impl SessionTask {
     fn perform(
         &mut self,
         owners: &mut HashMap<AnswerId, Owner>,
+        posts: &mut HashMap<Ticket, oneshot::Sender<PublishOutcome>>,
         outcomes: &mut FuturesUnordered<Outcome>,
         found: &mut FuturesUnordered<Found>,
     ) {
@@ -191,6 +214,20 @@ impl SessionTask {
                         metrics.ack_latency_ms.observe_duration(sent.elapsed());
                         (ticket, outcome)
                     }));
+                }
+                Output::Post {
+                    ticket,
+                    channel,
+                    message,
+                } => {
+                    self.metrics.messages_sent.fetch_add(1, Ordering::Relaxed);
+                    let published = self.publish.publish(&channel, vec![message]);
+                    outcomes.push(Box::pin(async move { (ticket, published.await) }));
+                }
+                Output::Posted { ticket, outcome } => {
+                    if let Some(reply) = posts.remove(&ticket) {
+                        let _ = reply.send(outcome);
+                    }
                 }
                 Output::Lookup {
                     answer,

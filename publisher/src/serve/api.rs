@@ -196,12 +196,7 @@ async fn start_answer(state: &Arc<State>, body: Body) -> Result<Response, ApiErr
         data: Some(Value::String(input.clone())),
         ..Message::default()
     };
-    let prompt_serial = match state
-        .answers
-        .realtime
-        .publish(&channel, vec![prompt_message])
-        .await
-    {
+    let prompt_serial = match state.answers.post(&channel, prompt_message).await {
         Ok(serials) => serials.into_iter().next().flatten(),
         Err(err) => {
             ended_on(state, &channel);
@@ -211,7 +206,6 @@ async fn start_answer(state: &Arc<State>, body: Body) -> Result<Response, ApiErr
             )));
         }
     };
-    state.metrics.messages_sent.fetch_add(1, Ordering::Relaxed);
     state
         .metrics
         .prompts_accepted
@@ -374,7 +368,7 @@ pub(super) async fn cancel(
                 data: Some(Value::String(serial.as_str().to_owned())),
                 ..Message::default()
             };
-            if let Err(err) = state.answers.realtime.publish(&channel, vec![message]).await {
+            if let Err(err) = state.answers.post(&channel, message).await {
                 return Err(ApiError::upstream(format!(
                     "the cancel could not be published: {}",
                     crate::answer::describe_refusal(&err)

@@ -35,17 +35,27 @@ impl Budget {
 
     /// Takes one message from the budget, or says when one will be available.
     pub fn take(&mut self, now: Instant) -> Result<(), Instant> {
+        if let Some(at) = self.ready_at(now) {
+            return Err(at);
+        }
+        if self.per_second > 0 {
+            self.milli -= 1000;
+        }
+        Ok(())
+    }
+
+    /// When one message will be available: `None` if one is now (nothing is taken).
+    pub fn ready_at(&mut self, now: Instant) -> Option<Instant> {
         if self.per_second == 0 {
-            return Ok(());
+            return None;
         }
         self.refill(now);
         if self.milli >= 1000 {
-            self.milli -= 1000;
-            return Ok(());
+            return None;
         }
         let missing = 1000 - self.milli;
         let wait_ms = missing.div_ceil(u64::from(self.per_second));
-        Err(now + Duration::from_millis(wait_ms))
+        Some(now + Duration::from_millis(wait_ms))
     }
 
     /// The coalescing window for each of `active` streaming answers: `base`, or wider when

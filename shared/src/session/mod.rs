@@ -26,7 +26,8 @@
 //!   already carries its text.
 //! - A final update that a resent earlier publish overtook (its ACK carries a higher
 //!   version serial) goes out again, at most [`SessionConfig::update_resends`] times.
-//! - No publish leaves while the budget is empty; the driver never paces.
+//! - No publish leaves while the connection's or its channel's budget is empty, resends,
+//!   prompts and cancels included ([`Session::post`]); the driver never paces.
 
 mod answer;
 
@@ -82,6 +83,8 @@ pub struct SessionConfig {
     pub window: Duration,
     /// Messages per second over the connection (0 = unlimited).
     pub rate: u32,
+    /// Messages per second on any one channel (0 = unlimited). Ably allows 50.
+    pub channel_rate: u32,
     /// The `source` header of every answer.
     pub source: String,
     /// The largest message the channel accepts (from `connectionDetails`).
@@ -105,6 +108,7 @@ impl Default for SessionConfig {
         Self {
             window: crate::relay::DEFAULT_WINDOW,
             rate: 0,
+            channel_rate: 0,
             source: "openai".to_owned(),
             max_message_size: None,
             lookups: true,
@@ -175,6 +179,18 @@ pub enum Output {
     /// The answer's outcome is decided: stop reading its model stream (which stops
     /// generation). Given once per answer.
     StopStream { answer: AnswerId },
+    /// Publish `message`, which is no answer's (a prompt, a cancel), on `channel`; give its
+    /// outcome to [`Session::handle_outcome`].
+    Post {
+        ticket: Ticket,
+        channel: ChannelName,
+        message: Message,
+    },
+    /// The outcome of a [`Session::post`].
+    Posted {
+        ticket: Ticket,
+        outcome: PublishOutcome,
+    },
     /// The answer is over; nothing more is said of it.
     Ended {
         answer: AnswerId,
@@ -182,13 +198,24 @@ pub enum Output {
     },
 }
 
+/// Whose publish a ticket is.
+#[derive(Clone, Copy, Debug)]
+enum Owner {
+    Answer(AnswerId, Kind),
+    Post,
+}
+
 /// Every answer on one connection. See the module documentation.
 #[derive(Debug)]
 pub struct Session {
     config: SessionConfig,
     budget: Budget,
+    /// Each channel's budget, and how many answers stream there.
+    channels: HashMap<ChannelName, (Budget, usize)>,
     answers: BTreeMap<AnswerId, Answer>,
-    tickets: HashMap<Ticket, (AnswerId, Kind)>,
+    tickets: HashMap<Ticket, Owner>,
+    /// Posts waiting for the budget.
+    posts: VecDeque<(Ticket, ChannelName, Message)>,
     outputs: VecDeque<Output>,
     next_answer: u64,
     next_ticket: u64,
@@ -202,9 +229,11 @@ impl Session {
     pub fn new(config: SessionConfig) -> Self {
         Self {
             budget: Budget::new(config.rate),
+            channels: HashMap::new(),
             config,
             answers: BTreeMap::new(),
             tickets: HashMap::new(),
+            posts: VecDeque::new(),
             outputs: VecDeque::new(),
             next_answer: 0,
             next_ticket: 0,
@@ -217,11 +246,14 @@ impl Session {
     pub fn start(&mut self, now: Instant, spec: AnswerSpec) -> AnswerId {
         let id = AnswerId(self.next_answer);
         self.next_answer += 1;
-        let window = self
-            .budget
-            .window(self.config.window, self.answers.len() + 1);
+        let channel_rate = self.config.channel_rate;
+        let (_, streaming) = self
+            .channels
+            .entry(spec.channel.clone())
+            .or_insert_with(|| (Budget::new(channel_rate), 0));
+        *streaming += 1;
         let relay = Relay::new(RelayConfig {
-            window,
+            window: self.config.window,
             source: self.config.source.clone(),
             prompt: spec.prompt,
             max_message_size: self.config.max_message_size,
@@ -269,8 +301,13 @@ impl Session {
 
     /// The ACK or NACK of a publish.
     pub fn handle_outcome(&mut self, now: Instant, ticket: Ticket, outcome: PublishOutcome) {
-        let Some((id, kind)) = self.tickets.remove(&ticket) else {
-            return;
+        let (id, kind) = match self.tickets.remove(&ticket) {
+            Some(Owner::Answer(id, kind)) => (id, kind),
+            Some(Owner::Post) => {
+                self.outputs.push_back(Output::Posted { ticket, outcome });
+                return;
+            }
+            None => return,
         };
         if let Some(answer) = self.answers.get_mut(&id) {
             answer.pending = answer.pending.saturating_sub(1);
@@ -278,6 +315,17 @@ impl Session {
             self.apply(id, effects);
             self.after(now, id);
         }
+    }
+
+    /// Queues a message that is no answer's (a prompt, a cancel) under the same budgets as
+    /// answers, ahead of their appends: someone is waiting for it. Its outcome comes back as
+    /// [`Output::Posted`].
+    pub fn post(&mut self, now: Instant, channel: ChannelName, message: Message) -> Ticket {
+        let ticket = self.new_ticket();
+        self.tickets.insert(ticket, Owner::Post);
+        self.posts.push_back((ticket, channel, message));
+        self.pump_posts(now);
+        ticket
     }
 
     /// What the search for an answer's create found: its serial, nothing, or why the
@@ -320,6 +368,7 @@ impl Session {
         if self.paced_until.is_some_and(|at| at <= now) {
             self.paced_until = None;
         }
+        self.pump_posts(now);
         let ids: Vec<AnswerId> = self.answers.keys().copied().collect();
         for id in ids {
             if let Some(answer) = self.answers.get_mut(&id) {
@@ -374,10 +423,14 @@ impl Session {
 
     /// After any input about answer `id`: its window, its stream, its publishes, its end.
     fn after(&mut self, now: Instant, id: AnswerId) {
-        let window = self.budget.window(self.config.window, self.answers.len());
+        let streaming = self.answers.len();
         let Some(answer) = self.answers.get_mut(&id) else {
             return;
         };
+        let mut window = self.budget.window(self.config.window, streaming);
+        if let Some((budget, streaming)) = self.channels.get(&answer.channel) {
+            window = window.max(budget.window(self.config.window, *streaming));
+        }
         answer.relay.set_window(window);
         if answer.relay.status().is_terminal() && !answer.stream_stopped {
             answer.stream_stopped = true;
@@ -394,8 +447,13 @@ impl Session {
                 self.outputs
                     .push_back(Output::Created { answer: id, result });
             }
+            let channel = answer.channel.clone();
             self.answers.remove(&id);
-            self.tickets.retain(|_, (owner, _)| *owner != id);
+            self.tickets
+                .retain(|_, owner| !matches!(owner, Owner::Answer(of, _) if *of == id));
+            if let Some((_, streaming)) = self.channels.get_mut(&channel) {
+                *streaming = streaming.saturating_sub(1);
+            }
             self.outputs.push_back(Output::Ended {
                 answer: id,
                 report: Box::new(report),
@@ -411,13 +469,16 @@ impl Session {
             let Some(answer) = self.answers.get_mut(&id) else {
                 return;
             };
-            if !answer.has_publish() {
+            if !answer.has_publish() || !self.posts.is_empty() {
                 return;
             }
-            if let Err(at) = self.budget.take(now) {
-                self.paced_until = Some(self.paced_until.map_or(at, |p| p.min(at)));
+            let channel = answer.channel.clone();
+            if !self.take_budget(now, &channel) {
                 return;
             }
+            let Some(answer) = self.answers.get_mut(&id) else {
+                return;
+            };
             let Some((kind, message)) = answer.next_publish(now, &self.config) else {
                 return;
             };
@@ -425,14 +486,57 @@ impl Session {
         }
     }
 
+    /// Hands out queued posts while the budgets allow.
+    fn pump_posts(&mut self, now: Instant) {
+        while let Some((_, channel, _)) = self.posts.front() {
+            let channel = channel.clone();
+            if !self.take_budget(now, &channel) {
+                return;
+            }
+            if let Some((ticket, channel, message)) = self.posts.pop_front() {
+                self.outputs.push_back(Output::Post {
+                    ticket,
+                    channel,
+                    message,
+                });
+            }
+        }
+    }
+
+    /// Takes one message from the connection's budget and `channel`'s, or notes when both
+    /// will have room and takes nothing.
+    fn take_budget(&mut self, now: Instant, channel: &ChannelName) -> bool {
+        let channel_rate = self.config.channel_rate;
+        let (channel_budget, _) = self
+            .channels
+            .entry(channel.clone())
+            .or_insert_with(|| (Budget::new(channel_rate), 0));
+        let wait = [self.budget.ready_at(now), channel_budget.ready_at(now)]
+            .into_iter()
+            .flatten()
+            .max();
+        if let Some(at) = wait {
+            self.paced_until = Some(self.paced_until.map_or(at, |p| p.min(at)));
+            return false;
+        }
+        let _ = self.budget.take(now);
+        let _ = channel_budget.take(now);
+        true
+    }
+
+    fn new_ticket(&mut self) -> Ticket {
+        let ticket = Ticket(self.next_ticket);
+        self.next_ticket += 1;
+        ticket
+    }
+
     fn send(&mut self, id: AnswerId, kind: Kind, message: Message) {
+        let ticket = self.new_ticket();
         let Some(answer) = self.answers.get_mut(&id) else {
             return;
         };
-        let ticket = Ticket(self.next_ticket);
-        self.next_ticket += 1;
         answer.pending += 1;
-        self.tickets.insert(ticket, (id, kind));
+        self.tickets.insert(ticket, Owner::Answer(id, kind));
         self.outputs.push_back(Output::Publish {
             ticket,
             answer: id,

@@ -71,6 +71,8 @@ struct Said {
     created: Vec<Result<Serial, String>>,
     stops: usize,
     ended: Vec<Report>,
+    posts: Vec<(Ticket, ChannelName)>,
+    posted: Vec<(Ticket, PublishOutcome)>,
 }
 
 fn drain(session: &mut Session) -> Said {
@@ -91,6 +93,10 @@ fn drain(session: &mut Session) -> Said {
             Output::Created { result, .. } => said.created.push(result),
             Output::StopStream { .. } => said.stops += 1,
             Output::Ended { report, .. } => said.ended.push(*report),
+            Output::Post {
+                ticket, channel, ..
+            } => said.posts.push((ticket, channel)),
+            Output::Posted { ticket, outcome } => said.posted.push((ticket, outcome)),
         }
     }
     said
@@ -364,4 +370,69 @@ fn the_window_widens_with_the_number_of_answers() {
         .expect("answer");
     // 20 answers at 80% of 10 messages/s: one append each every 2.5 s.
     assert_eq!(window, Duration::from_millis(2500));
+}
+
+#[test]
+fn prompts_and_cancels_go_through_the_budget_ahead_of_answers() {
+    let (mut session, id) = started(SessionConfig {
+        rate: 2,
+        ..config()
+    });
+    // The create took one of two; the first append takes the other.
+    session.handle_stream_event(ms(3), id, &delta("a"));
+    assert_eq!(drain(&mut session).sent.len(), 1);
+    let prompt = Message {
+        name: Some("prompt".to_owned()),
+        ..Message::default()
+    };
+    let ticket = session.post(ms(4), ChannelName::from("ai:test"), prompt);
+    session.cancel(ms(4), id);
+    let said = drain(&mut session);
+    assert!(said.posts.is_empty() && said.sent.is_empty(), "{said:?}");
+    // The next slot goes to the prompt, the one after to the answer's final update.
+    let due = session.poll_timeout().expect("the budget's next slot");
+    session.handle_timeout(due);
+    let said = drain(&mut session);
+    assert_eq!(said.posts.len(), 1);
+    assert!(said.sent.is_empty(), "{said:?}");
+    session.handle_outcome(due, ticket, Ok(vec![Some(Serial::new("p1"))]));
+    let said = drain(&mut session);
+    assert!(matches!(&said.posted[..], [(t, Ok(_))] if *t == ticket));
+    let next = session.poll_timeout().expect("the budget's next slot");
+    assert!(next > due);
+    session.handle_timeout(next);
+    let sent = drain(&mut session).sent;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].kind, PublishKind::Update);
+}
+
+#[test]
+fn a_busy_channel_widens_its_answers_windows_and_paces_them_apart_from_others() {
+    let mut session = Session::new(SessionConfig {
+        channel_rate: 10,
+        window: Duration::from_millis(40),
+        ..config()
+    });
+    let busy: Vec<_> = (0..8).map(|n| session.start(ms(0), spec(n))).collect();
+    let quiet = session.start(
+        ms(0),
+        AnswerSpec {
+            channel: ChannelName::from("ai:other"),
+            ..spec(9)
+        },
+    );
+    let window = |session: &Session, id: &AnswerId| {
+        session
+            .answers
+            .get(id)
+            .map(|a| a.relay.config().window)
+            .expect("answer")
+    };
+    // 8 answers at 80% of 10 messages/s on one channel: one append each per second; the
+    // other channel's one answer needs only an eighth of that.
+    assert_eq!(window(&session, &busy[7]), Duration::from_secs(1));
+    assert_eq!(window(&session, &quiet), Duration::from_millis(125));
+    // Nine creates: the busy channel's burst of ten holds eight, the other its own.
+    let said = drain(&mut session);
+    assert_eq!(said.sent.len(), 9);
 }

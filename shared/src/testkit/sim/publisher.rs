@@ -225,6 +225,20 @@ impl Publisher {
                         }
                     }
                 }
+                Output::Post {
+                    ticket,
+                    channel,
+                    message,
+                } => match self.conn.publish(now, &channel, vec![message]) {
+                    Ok(id) => {
+                        self.pending.insert(id, ticket);
+                    }
+                    Err(err) => {
+                        self.session
+                            .handle_outcome(now, ticket, Err(err.to_error_info()));
+                    }
+                },
+                Output::Posted { .. } => {}
                 Output::Lookup { answer, id, .. } => {
                     trace.note(
                         now,
