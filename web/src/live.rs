@@ -1,7 +1,10 @@
 //! The browser's driver of `shared::connection::Connection`: one local task moves frames
 //! between a WebSocket and the connection, reads the page's clock, fires its timers, and
 //! fetches a token when the connection asks for one (when to ask, and what to do when a
-//! fetch fails, is the connection's decision).
+//! fetch fails, is the connection's decision). The same loop as the daemon's
+//! (`publisher/src/ably/driver.rs`): read, call the core, write what it returns (fed, one
+//! flush a turn), sleep until its deadline; a socket opens (the browser's `WebSocket` does
+//! so asynchronously) and closes without the loop waiting on it.
 
 use std::future::Future;
 use std::pin::{pin, Pin};
@@ -101,34 +104,37 @@ impl Driver {
     async fn run(mut self, mut on_event: impl FnMut(&Connection, Event)) {
         self.conn.connect(now());
         loop {
+            let mut unflushed = false;
             while let Some(output) = self.conn.poll_output() {
                 match output {
                     Output::Transmit(Transmit::Open { url }) => self.open(&url),
                     Output::Transmit(Transmit::Frame(frame)) => {
+                        // Fed, not flushed: one flush per turn of the loop, however many.
                         let sent = match (&mut self.sink, codec::encode(&frame)) {
                             (Some(sink), Ok(text)) => {
-                                sink.send(WsMessage::Text(text)).await.is_ok()
+                                unflushed = true;
+                                sink.feed(WsMessage::Text(text)).await.is_ok()
                             }
                             _ => false,
                         };
                         if !sent && self.sink.is_some() {
-                            self.drop_socket();
-                            self.conn
-                                .handle_transport_closed(now(), Some("send failed".to_owned()));
+                            self.lost();
                         }
                     }
-                    Output::Transmit(Transmit::Close) => {
-                        if let Some(mut sink) = self.sink.take() {
-                            let _ = sink.close().await;
-                        }
-                        self.source = None;
-                    }
+                    Output::Transmit(Transmit::Close) => self.close_socket(),
                     Output::Event(event) => {
                         if matches!(event, Event::TokenRequired { .. }) {
                             self.fetch_token();
                         }
                         on_event(&self.conn, event);
                     }
+                }
+            }
+            if let (true, Some(sink)) = (unflushed, &mut self.sink) {
+                if sink.flush().await.is_err() {
+                    self.lost();
+                    // What the connection does about the loss goes out on the next turn.
+                    continue;
                 }
             }
             let timeout = self
@@ -206,6 +212,23 @@ impl Driver {
     fn drop_socket(&mut self) {
         self.sink = None;
         self.source = None;
+    }
+
+    /// The socket broke while writing.
+    fn lost(&mut self) {
+        self.drop_socket();
+        self.conn
+            .handle_transport_closed(now(), Some("send failed".to_owned()));
+    }
+
+    /// Closes the socket in a task of its own, so the loop never waits on a close.
+    fn close_socket(&mut self) {
+        self.source = None;
+        if let Some(mut sink) = self.sink.take() {
+            wasm_bindgen_futures::spawn_local(async move {
+                let _ = sink.close().await;
+            });
+        }
     }
 
     /// Fetches one token and reports the result (the connection asks once at a time).

@@ -1,260 +1,44 @@
-//! The tokio loop around the sans-IO `Connection`: feed it frames, commands and time, carry
-//! out what it asks (open, send, close), and hand its events to whoever listens.
+//! The tokio loop around the sans-IO `Connection`: it reads the socket and the handles'
+//! commands, calls the connection, writes what it returns and sleeps until its deadline.
 //!
-//! One task owns the connection and the socket. [`Realtime`] is a cheap, cloneable handle
-//! that sends commands to it; publishes are pipelined (each returns a [`Published`] future,
-//! awaited when the caller wants the ACK), so many answers share one connection.
+//! One task owns the connection and the socket. Opening a socket runs beside the loop (a
+//! future polled by it) and closing one runs in a task of its own, so the loop never waits
+//! on either: how long an open may take, and what to do when it fails, are the
+//! connection's decisions (its connect timer), not the driver's.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use shared::codec;
 use shared::connection::{
-    errors, AttachOptions, Auth, ChannelState, Config, Connection, ConnectionState, Event, Output,
-    PublishId, PublishOutcome, Transmit,
+    errors, ChannelState, Connection, ConnectionState, Event, Output, PublishId, PublishOutcome,
+    Transmit,
 };
-use shared::protocol::{ErrorInfo, Message};
+use shared::protocol::ErrorInfo;
 use shared::{ChannelName, Instant};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use super::handle::{Command, Snapshot, TokenSource, REVIVE_AFTER};
+
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type Opening = Pin<Box<dyn Future<Output = Result<Socket, String>> + Send>>;
+type Frame = Option<Result<WsMessage, tokio_tungstenite::tungstenite::Error>>;
 
-/// Where to get a fresh token when the connection needs one (token auth).
-pub trait TokenSource: Send + Sync + 'static {
-    /// A new token string, or a readable reason why none could be had.
-    fn token(&self) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
-}
+/// How long a closing socket gets for its close handshake, in its own task.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
-/// How long a `failed` connection waits before the core starts a new one (its revival
-/// policy, which the daemon turns on). A daemon runs for months: whatever failed it (a
-/// server error, a revoked key being restored), it keeps trying, slowly.
-const REVIVE_AFTER: Duration = Duration::from_secs(15);
-
-/// The connection as last seen by the driver.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Snapshot {
-    pub state: ConnectionState,
-    pub reason: Option<ErrorInfo>,
-    /// The largest message the server accepts (from CONNECTED).
-    pub max_message_size: usize,
-}
-
-enum Command {
-    Attach(
-        ChannelName,
-        AttachOptions,
-        oneshot::Sender<Result<(), ErrorInfo>>,
-    ),
-    Detach(ChannelName),
-    Publish(ChannelName, Vec<Message>, oneshot::Sender<PublishOutcome>),
-    Subscribe(mpsc::UnboundedSender<Event>),
-    Token(Result<String, String>),
-    Cut,
-    Close,
-}
-
-/// A handle on one running Ably connection.
-#[derive(Clone)]
-pub struct Realtime {
-    commands: mpsc::UnboundedSender<Command>,
-    snapshot: watch::Receiver<Snapshot>,
-}
-
-/// The outcome of one publish, once its ACK or NACK arrives.
-pub struct Published(oneshot::Receiver<PublishOutcome>);
-
-impl Published {
-    /// An outcome known already: for wrappers of [`crate::answer::Publish`] that refuse or
-    /// answer a publish themselves.
-    pub fn ready(outcome: PublishOutcome) -> Self {
-        let (tx, rx) = oneshot::channel();
-        let _ = tx.send(outcome);
-        Self(rx)
-    }
-
-    /// An outcome to be given later through the returned sender (dropping it reads as the
-    /// connection having stopped).
-    pub fn pending() -> (oneshot::Sender<PublishOutcome>, Self) {
-        let (tx, rx) = oneshot::channel();
-        (tx, Self(rx))
-    }
-}
-
-impl Future for Published {
-    type Output = PublishOutcome;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|outcome| outcome.unwrap_or_else(|_| Err(stopped())))
-    }
-}
-
-/// Every event of the connection from the moment of subscribing, in order, none dropped.
-pub struct Subscription(mpsc::UnboundedReceiver<Event>);
-
-impl Subscription {
-    /// The next event, or `None` once the driver stopped.
-    pub async fn recv(&mut self) -> Option<Event> {
-        self.0.recv().await
-    }
-
-    /// Waits for the first event that `pick` accepts, up to `limit`.
-    pub async fn wait_for<T>(
-        &mut self,
-        limit: Duration,
-        mut pick: impl FnMut(&Event) -> Option<T>,
-    ) -> Option<T> {
-        tokio::time::timeout(limit, async {
-            while let Some(event) = self.0.recv().await {
-                if let Some(found) = pick(&event) {
-                    return Some(found);
-                }
-            }
-            None
-        })
-        .await
-        .ok()
-        .flatten()
-    }
-}
-
-impl Realtime {
-    /// Spawns the driver and connects. With token auth, `tokens` supplies new tokens when
-    /// the connection asks for one. A failed connection is revived after `REVIVE_AFTER`
-    /// unless the config already chose a revival delay.
-    pub fn start(
-        mut config: Config,
-        tokens: Option<Arc<dyn TokenSource>>,
-    ) -> (Self, tokio::task::JoinHandle<()>) {
-        config.revive_failed_after.get_or_insert(REVIVE_AFTER);
-        if tokens.is_none() && matches!(config.auth, Auth::Token(_)) {
-            config.token_renewable = false;
-        }
-        let (commands, command_rx) = mpsc::unbounded_channel();
-        let (snapshot_tx, snapshot) = watch::channel(Snapshot {
-            state: ConnectionState::Initialized,
-            reason: None,
-            max_message_size: shared::connection::DEFAULT_MAX_MESSAGE_SIZE,
-        });
-        let driver = Driver {
-            conn: Connection::new(config),
-            socket: None,
-            commands: command_rx,
-            self_commands: commands.clone(),
-            snapshot: snapshot_tx,
-            subscribers: Vec::new(),
-            publishes: HashMap::new(),
-            attaches: HashMap::new(),
-            tokens,
-            epoch: tokio::time::Instant::now(),
-            closing: false,
-        };
-        let task = tokio::spawn(driver.run());
-        (Self { commands, snapshot }, task)
-    }
-
-    /// The connection's current state, reason and limits.
-    pub fn snapshot(&self) -> Snapshot {
-        self.snapshot.borrow().clone()
-    }
-
-    /// Follows the connection's state, reason and limits as they change.
-    pub fn watch(&self) -> watch::Receiver<Snapshot> {
-        self.snapshot.clone()
-    }
-
-    /// Waits until the connection is `connected`; fails at once if it is `failed` (bad key)
-    /// or `closed`, or after `limit`.
-    pub async fn wait_connected(&self, limit: Duration) -> Result<(), String> {
-        let mut watch = self.snapshot.clone();
-        let wait = async move {
-            watch
-                .wait_for(|s| {
-                    matches!(
-                        s.state,
-                        ConnectionState::Connected
-                            | ConnectionState::Failed
-                            | ConnectionState::Closed
-                    )
-                })
-                .await
-                .map(|s| s.clone())
-        };
-        match tokio::time::timeout(limit, wait).await {
-            Ok(Ok(s)) if s.state == ConnectionState::Connected => Ok(()),
-            Ok(Ok(s)) => Err(describe(&s)),
-            Ok(Err(_)) => Err("the Ably driver stopped".to_owned()),
-            Err(_) => Err(format!(
-                "no Ably connection within {limit:?} ({})",
-                describe(&self.snapshot())
-            )),
-        }
-    }
-
-    /// Attaches a channel and waits until it is attached, or for the reason it is not.
-    pub async fn attach(
-        &self,
-        channel: &ChannelName,
-        options: AttachOptions,
-    ) -> Result<(), ErrorInfo> {
-        let (tx, rx) = oneshot::channel();
-        self.send(Command::Attach(channel.clone(), options, tx));
-        rx.await.unwrap_or_else(|_| Err(stopped()))
-    }
-
-    /// Detaches a channel.
-    pub fn detach(&self, channel: &ChannelName) {
-        self.send(Command::Detach(channel.clone()));
-    }
-
-    /// Publishes `messages` as one frame without waiting; await the result for the ACK.
-    pub fn publish(&self, channel: &ChannelName, messages: Vec<Message>) -> Published {
-        let (tx, rx) = oneshot::channel();
-        self.send(Command::Publish(channel.clone(), messages, tx));
-        Published(rx)
-    }
-
-    /// Every event from now on (messages on attached channels, state changes, publish
-    /// results).
-    pub fn subscribe(&self) -> Subscription {
-        let (tx, rx) = mpsc::unbounded_channel();
-        self.send(Command::Subscribe(tx));
-        Subscription(rx)
-    }
-
-    /// Drops the socket without a close handshake, as a network failure would; the
-    /// connection then reconnects and resumes by itself. For tests and fault drills.
-    pub fn cut(&self) {
-        self.send(Command::Cut);
-    }
-
-    /// Closes the connection cleanly and waits (up to `limit`) until it is closed.
-    pub async fn close(&self, limit: Duration) {
-        self.send(Command::Close);
-        let mut watch = self.snapshot.clone();
-        let closed = watch
-            .wait_for(|s| matches!(s.state, ConnectionState::Closed | ConnectionState::Failed));
-        let _ = tokio::time::timeout(limit, closed).await;
-    }
-
-    fn send(&self, command: Command) {
-        // A stopped driver answers every waiter with `stopped()` when its sender drops.
-        let _ = self.commands.send(command);
-    }
-}
-
-struct Driver {
+pub(super) struct Driver {
     conn: Connection,
     socket: Option<Socket>,
+    /// A socket being opened, for the transport the connection asked for last.
+    opening: Option<Opening>,
     commands: mpsc::UnboundedReceiver<Command>,
     /// For token fetches, which report back as commands.
     self_commands: mpsc::UnboundedSender<Command>,
@@ -268,18 +52,41 @@ struct Driver {
 }
 
 impl Driver {
-    async fn run(mut self) {
+    pub(super) fn new(
+        conn: Connection,
+        commands: mpsc::UnboundedReceiver<Command>,
+        self_commands: mpsc::UnboundedSender<Command>,
+        snapshot: watch::Sender<Snapshot>,
+        tokens: Option<Arc<dyn TokenSource>>,
+    ) -> Self {
+        Self {
+            conn,
+            socket: None,
+            opening: None,
+            commands,
+            self_commands,
+            snapshot,
+            subscribers: Vec::new(),
+            publishes: HashMap::new(),
+            attaches: HashMap::new(),
+            tokens,
+            epoch: tokio::time::Instant::now(),
+            closing: false,
+        }
+    }
+
+    /// Read, call the core, write what it returns, sleep until its deadline; until closed.
+    pub(super) async fn run(mut self) {
         let now = self.now();
         self.conn.connect(now);
         loop {
-            self.drain().await;
+            self.write().await;
             if self.closing
                 && matches!(
                     self.conn.state(),
                     ConnectionState::Closed | ConnectionState::Failed
                 )
             {
-                self.drain().await;
                 return;
             }
             let deadline = self.conn.poll_timeout();
@@ -292,18 +99,9 @@ impl Driver {
             }
             let sleep_until = deadline.map(|at| self.epoch + Duration::from_millis(at.as_millis()));
             tokio::select! {
-                command = self.commands.recv() => match command {
-                    Some(command) => self.command(command),
-                    None => {
-                        // Every handle is gone: close cleanly and stop.
-                        if !self.closing {
-                            self.closing = true;
-                            let now = self.now();
-                            self.conn.close(now);
-                        }
-                    }
-                },
+                command = self.commands.recv() => self.command(command),
                 frame = next_frame(&mut self.socket) => self.frame(frame),
+                opened = next_open(&mut self.opening) => self.opened(opened),
                 () = crate::wait::sleep_until(sleep_until) => {
                     let now = self.now();
                     self.conn.handle_timeout(now);
@@ -316,8 +114,16 @@ impl Driver {
         Instant::from_millis(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
     }
 
-    fn command(&mut self, command: Command) {
+    fn command(&mut self, command: Option<Command>) {
         let now = self.now();
+        let Some(command) = command else {
+            // Every handle is gone: close cleanly and stop.
+            if !self.closing {
+                self.closing = true;
+                self.conn.close(now);
+            }
+            return;
+        };
         match command {
             Command::Attach(channel, options, done) => {
                 if self.conn.channel_state(&channel) == ChannelState::Attached {
@@ -362,75 +168,76 @@ impl Driver {
         }
     }
 
-    fn frame(&mut self, frame: Option<Result<WsMessage, tokio_tungstenite::tungstenite::Error>>) {
+    fn frame(&mut self, frame: Frame) {
         let now = self.now();
-        match frame {
+        let closed = match frame {
             Some(Ok(WsMessage::Text(text))) => {
                 if let Err(err) = self.conn.handle_text(now, text.as_str()) {
                     tracing::warn!(error = %err, "ignored a malformed frame from Ably");
                 }
+                return;
             }
             Some(Ok(WsMessage::Close(close))) => {
-                self.socket = None;
-                let reason = close.map(|c| format!("closed by the server: {}", c.reason));
-                self.conn.handle_transport_closed(now, reason);
+                close.map(|c| format!("closed by the server: {}", c.reason))
             }
-            Some(Err(err)) => {
-                self.socket = None;
-                self.conn
-                    .handle_transport_closed(now, Some(format!("transport error: {err}")));
+            Some(Err(err)) => Some(format!("transport error: {err}")),
+            None => Some("transport closed".to_owned()),
+            Some(Ok(_)) => return,
+        };
+        self.socket = None;
+        self.conn.handle_transport_closed(now, closed);
+    }
+
+    fn opened(&mut self, opened: Result<Socket, String>) {
+        self.opening = None;
+        match opened {
+            Ok(ws) => self.socket = Some(ws),
+            Err(reason) => {
+                let now = self.now();
+                self.conn.handle_transport_closed(now, Some(reason));
             }
-            None => {
-                self.socket = None;
-                self.conn
-                    .handle_transport_closed(now, Some("transport closed".to_owned()));
-            }
-            Some(Ok(_)) => {}
         }
     }
 
-    /// Carries out everything the connection asked for.
-    async fn drain(&mut self) {
-        let mut unflushed = false;
-        while let Some(output) = self.conn.poll_output() {
-            match output {
-                Output::Transmit(Transmit::Open { url }) => self.open(&url).await,
-                Output::Transmit(Transmit::Frame(frame)) => {
-                    // Queued, not flushed: one flush after the batch below, so a burst of
-                    // appends costs one write rather than one per frame.
-                    let sent = match (&mut self.socket, codec::encode(&frame)) {
-                        (Some(ws), Ok(text)) => {
-                            unflushed = true;
-                            ws.feed(WsMessage::text(text)).await.is_ok()
+    /// Carries out everything the connection asked for: frames fed and flushed once per
+    /// turn, opens and closes started, events handed on, the snapshot updated.
+    async fn write(&mut self) {
+        loop {
+            let mut unflushed = false;
+            while let Some(output) = self.conn.poll_output() {
+                match output {
+                    Output::Transmit(Transmit::Open { url }) => {
+                        self.close_socket();
+                        self.opening = Some(Box::pin(open(url)));
+                    }
+                    Output::Transmit(Transmit::Frame(frame)) => {
+                        let sent = match (&mut self.socket, codec::encode(&frame)) {
+                            (Some(ws), Ok(text)) => {
+                                unflushed = true;
+                                ws.feed(WsMessage::text(text)).await.is_ok()
+                            }
+                            _ => false,
+                        };
+                        if !sent && self.socket.take().is_some() {
+                            self.lost("send failed");
                         }
-                        _ => false,
-                    };
-                    if !sent && self.socket.take().is_some() {
-                        let now = self.now();
-                        self.conn
-                            .handle_transport_closed(now, Some("send failed".to_owned()));
                     }
-                }
-                Output::Transmit(Transmit::Close) => {
-                    if let Some(mut ws) = self.socket.take() {
-                        let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+                    Output::Transmit(Transmit::Close) => {
+                        self.opening = None;
+                        self.close_socket();
                     }
-                }
-                Output::Event(event) => self.event(event),
-            }
-        }
-        if unflushed {
-            if let Some(ws) = &mut self.socket {
-                if ws.flush().await.is_err() {
-                    self.socket = None;
-                    let now = self.now();
-                    self.conn
-                        .handle_transport_closed(now, Some("send failed".to_owned()));
-                    // The connection reacts to the loss (reconnect, requeue): carry that out.
-                    Box::pin(self.drain()).await;
-                    return;
+                    Output::Event(event) => self.event(event),
                 }
             }
+            let flushed = match (&mut self.socket, unflushed) {
+                (Some(ws), true) => ws.flush().await.is_ok(),
+                _ => true,
+            };
+            if flushed || self.socket.take().is_none() {
+                break;
+            }
+            // What the connection does about the loss is carried out in the next pass.
+            self.lost("send failed");
         }
         let snapshot = Snapshot {
             state: self.conn.state(),
@@ -444,21 +251,19 @@ impl Driver {
         });
     }
 
-    async fn open(&mut self, url: &str) {
-        self.socket = None;
-        let connect = tokio_tungstenite::connect_async(url);
-        let result = tokio::time::timeout(Duration::from_secs(15), connect).await;
+    /// The socket broke while writing: the connection reacts (reconnect, requeue), and
+    /// the loop carries that out on its next turn.
+    fn lost(&mut self, why: &str) {
         let now = self.now();
-        match result {
-            Ok(Ok((ws, _))) => self.socket = Some(ws),
-            Ok(Err(err)) => {
-                // The URL carries the key or token: never quote it.
-                let reason = format!("could not open the WebSocket: {}", describe_ws_error(&err));
-                self.conn.handle_transport_closed(now, Some(reason));
-            }
-            Err(_) => self
-                .conn
-                .handle_transport_closed(now, Some("WebSocket open timed out".to_owned())),
+        self.conn.handle_transport_closed(now, Some(why.to_owned()));
+    }
+
+    /// Closes the current socket, if any, in a task of its own.
+    fn close_socket(&mut self) {
+        if let Some(mut ws) = self.socket.take() {
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(CLOSE_GRACE, ws.close(None)).await;
+            });
         }
     }
 
@@ -479,7 +284,11 @@ impl Driver {
                     ChannelState::Attached => Some(Ok(())),
                     ChannelState::Failed | ChannelState::Detached | ChannelState::Suspended => {
                         Some(Err(reason.clone().unwrap_or_else(|| {
-                            ErrorInfo::new(90000, 400, format!("channel {channel} is {current}"))
+                            ErrorInfo::new(
+                                errors::CHANNEL_OPERATION_FAILED,
+                                400,
+                                format!("channel {channel} is {current}"),
+                            )
                         })))
                     }
                     _ => None,
@@ -527,13 +336,14 @@ impl Driver {
     }
 }
 
-fn describe(snapshot: &Snapshot) -> String {
-    match &snapshot.reason {
-        Some(reason) => format!(
-            "Ably connection {}: {} (code {})",
-            snapshot.state, reason.message, reason.code
-        ),
-        None => format!("Ably connection {}", snapshot.state),
+/// Opens a WebSocket; the URL carries the key or token, so an error never quotes it.
+async fn open(url: String) -> Result<Socket, String> {
+    match tokio_tungstenite::connect_async(url.as_str()).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(err) => Err(format!(
+            "could not open the WebSocket: {}",
+            describe_ws_error(&err)
+        )),
     }
 }
 
@@ -548,15 +358,16 @@ fn describe_ws_error(err: &tokio_tungstenite::tungstenite::Error) -> String {
     }
 }
 
-fn stopped() -> ErrorInfo {
-    ErrorInfo::new(80000, 500, "the Ably driver stopped")
-}
-
-async fn next_frame(
-    socket: &mut Option<Socket>,
-) -> Option<Result<WsMessage, tokio_tungstenite::tungstenite::Error>> {
+async fn next_frame(socket: &mut Option<Socket>) -> Frame {
     match socket {
         Some(ws) => ws.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_open(opening: &mut Option<Opening>) -> Result<Socket, String> {
+    match opening {
+        Some(open) => open.await,
         None => std::future::pending().await,
     }
 }

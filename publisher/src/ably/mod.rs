@@ -2,13 +2,14 @@
 //! REST calls the daemon makes (token exchange, history).
 
 mod driver;
+mod handle;
 pub mod rest;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests;
 
-pub use driver::{Published, Realtime, Snapshot, Subscription, TokenSource};
+pub use handle::{Published, Realtime, Snapshot, Subscription, TokenSource};
 
 pub use shared::connection::errors::APPENDS_NOT_ENABLED;
 

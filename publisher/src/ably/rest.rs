@@ -10,7 +10,7 @@ use shared::connection::{encode_component, ApiKey, Endpoint};
 use shared::protocol::{ErrorInfo, Message};
 use shared::ChannelName;
 
-use super::driver::TokenSource;
+use super::handle::TokenSource;
 
 /// How long a REST call may take.
 const REST_TIMEOUT: Duration = Duration::from_secs(10);
