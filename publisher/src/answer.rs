@@ -106,56 +106,22 @@ pub struct Job {
     pub prompt: Option<Serial>,
 }
 
-/// How an answer went.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Report {
-    /// The answer message's serial, if its create was ACKed.
-    pub serial: Option<Serial>,
-    pub status: Status,
-    pub text: String,
-    /// The `error` (or `reason`) header, or why publishing failed.
-    pub detail: Option<String>,
-    /// Publishing problems (refused update, missing ACKs): subscribers may lack the end.
-    pub publish_error: Option<String>,
-    pub appends: u64,
-    pub messages: u64,
-    pub repairs: u64,
-    /// Retries the OpenAI request needed before its stream began.
-    pub retries: u32,
-    /// Times the final update was sent again (lost with the connection, or overtaken by a
-    /// publish that landed after it).
-    pub resends: u32,
-}
+/// How an answer went: the session's report, with the model request's retries.
+pub use shared::session::Report;
 
-impl Report {
-    fn from_session(report: shared::session::Report, retries: u32) -> Self {
-        Self {
-            serial: report.serial,
-            status: report.status,
-            text: report.text,
-            detail: report.detail,
-            publish_error: report.publish_error,
-            appends: report.appends,
-            messages: report.messages,
-            repairs: report.repairs,
-            retries,
-            resends: report.resends,
-        }
-    }
-
-    fn failed(error: &str) -> Self {
-        Self {
-            serial: None,
-            status: Status::Failed,
-            text: String::new(),
-            detail: None,
-            publish_error: Some(error.to_owned()),
-            appends: 0,
-            messages: 0,
-            repairs: 0,
-            retries: 0,
-            resends: 0,
-        }
+/// A report of an answer that never reached the session.
+fn failed_report(error: &str) -> Report {
+    Report {
+        serial: None,
+        status: Status::Failed,
+        text: String::new(),
+        detail: None,
+        publish_error: Some(error.to_owned()),
+        appends: 0,
+        messages: 0,
+        repairs: 0,
+        resends: 0,
+        retries: 0,
     }
 }
 
@@ -412,10 +378,10 @@ impl Answers {
         };
         let commands = self.session().clone();
         if commands.send(start).is_err() {
-            return Report::failed("the publisher session stopped");
+            return failed_report("the publisher session stopped");
         }
         let Ok(answer) = id.await else {
-            return Report::failed("the publisher session stopped");
+            return failed_report("the publisher session stopped");
         };
         let mut feed = Feed {
             commands,
@@ -446,11 +412,11 @@ impl Answers {
                     }
                     Some(Update::Ended(report)) => {
                         feed.done = true;
-                        return Report::from_session(report, retries);
+                        return Report { retries, ..report };
                     }
                     None => {
                         feed.done = true;
-                        return Report::failed("the publisher session stopped");
+                        return failed_report("the publisher session stopped");
                     }
                 },
                 changed = stop.changed(), if reading && stop_open => {

@@ -62,6 +62,18 @@ fn with_headers(mut msg: Message, pairs: &[(&str, &str)]) -> Message {
     msg
 }
 
+/// `msg` with the `length` and `digest` headers of the publisher's text `published`.
+fn stamped(msg: Message, published: &str) -> Message {
+    let length = published.len().to_string();
+    with_headers(
+        msg,
+        &[
+            (headers::LENGTH, length.as_str()),
+            (headers::DIGEST, headers::digest(published).as_str()),
+        ],
+    )
+}
+
 fn text_of(asm: &Assembler, serial: &str) -> String {
     asm.answer(&s(serial))
         .map(|a| a.text().to_owned())
@@ -707,16 +719,6 @@ fn changes_rebuild_the_same_state_in_a_view() {
 /// appends wait for a full version (seed 18849 and 18 more of 20,000).
 #[test]
 fn an_aggregate_of_appends_stored_out_of_order_is_not_shown() {
-    let stamped = |msg: Message, published: &str| {
-        let length = published.len().to_string();
-        with_headers(
-            msg,
-            &[
-                (headers::LENGTH, length.as_str()),
-                (headers::DIGEST, headers::digest(published).as_str()),
-            ],
-        )
-    };
     let mut asm = Assembler::new();
     // Rewind: the aggregate after "c" was stored before "b" and "d" after both.
     asm.apply(&stamped(update("S1", "S4", "acbd"), "abcd"))
@@ -739,16 +741,6 @@ fn an_aggregate_of_appends_stored_out_of_order_is_not_shown() {
 /// it is not applied, and the publisher's next full version repairs.
 #[test]
 fn a_roll_up_across_a_refused_append_is_not_applied() {
-    let stamped = |msg: Message, published: &str| {
-        let length = published.len().to_string();
-        with_headers(
-            msg,
-            &[
-                (headers::LENGTH, length.as_str()),
-                (headers::DIGEST, headers::digest(published).as_str()),
-            ],
-        )
-    };
     let mut asm = Assembler::new();
     asm.apply(&stamped(create("S1", ""), "")).unwrap();
     // The publisher appended "ab", "cd" (refused by the server) and "ef"; the roll-up of

@@ -399,6 +399,7 @@ impl Answer {
             messages: self.messages,
             repairs: self.repairs,
             resends: self.update_resends,
+            retries: 0,
         };
         if let Some(fatal) = &self.fatal {
             report.publish_error = Some(fatal.clone());

@@ -145,8 +145,12 @@ pub struct Report {
     pub appends: u64,
     pub messages: u64,
     pub repairs: u64,
-    /// Times the final update was sent again.
+    /// Times the final update was sent again (lost with the connection, or overtaken by a
+    /// publish that landed after it).
     pub resends: u32,
+    /// Retries the model request needed before its stream began: the driver's to fill in,
+    /// since the session never sees the request.
+    pub retries: u32,
 }
 
 /// What the driver is to do, or to tell the answer's owner.

@@ -215,29 +215,13 @@ impl Publisher {
                             clip(message.data.as_ref().and_then(|d| d.as_str()).unwrap_or(""))
                         ),
                     );
-                    match self.conn.publish(now, &channel, vec![message]) {
-                        Ok(id) => {
-                            self.pending.insert(id, ticket);
-                        }
-                        Err(err) => {
-                            self.session
-                                .handle_outcome(now, ticket, Err(err.to_error_info()));
-                        }
-                    }
+                    self.send(now, ticket, &channel, message);
                 }
                 Output::Post {
                     ticket,
                     channel,
                     message,
-                } => match self.conn.publish(now, &channel, vec![message]) {
-                    Ok(id) => {
-                        self.pending.insert(id, ticket);
-                    }
-                    Err(err) => {
-                        self.session
-                            .handle_outcome(now, ticket, Err(err.to_error_info()));
-                    }
-                },
+                } => self.send(now, ticket, &channel, message),
                 Output::Posted { .. } => {}
                 Output::Lookup { answer, id, .. } => {
                     trace.note(
@@ -281,6 +265,25 @@ impl Publisher {
                         run.stream_done = true;
                     }
                 }
+            }
+        }
+    }
+
+    /// Hands one publish to the connection; a refusal goes straight back to the session.
+    fn send(
+        &mut self,
+        now: Instant,
+        ticket: Ticket,
+        channel: &ChannelName,
+        message: crate::protocol::Message,
+    ) {
+        match self.conn.publish(now, channel, vec![message]) {
+            Ok(id) => {
+                self.pending.insert(id, ticket);
+            }
+            Err(err) => {
+                self.session
+                    .handle_outcome(now, ticket, Err(err.to_error_info()));
             }
         }
     }

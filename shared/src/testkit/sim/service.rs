@@ -194,45 +194,42 @@ impl Service {
         self.flush(now);
     }
 
+    /// Sends the frames of `frames` that are due at `now` (on links still open), each noted
+    /// in the trace as `what`; gives back the ones not yet due.
+    fn release_due(
+        &mut self,
+        now: Instant,
+        frames: Vec<(Instant, LinkId, ProtocolMessage)>,
+        what: &str,
+        trace: &mut Trace,
+    ) -> Vec<(Instant, LinkId, ProtocolMessage)> {
+        let (due, later): (Vec<_>, Vec<_>) = frames.into_iter().partition(|(at, _, _)| *at <= now);
+        for (_, link, frame) in due {
+            if self.links.contains_key(&link) {
+                trace.note(
+                    now,
+                    Actor::Service,
+                    None,
+                    format!("{what}: msgSerial {}", frame.msg_serial.map_or(0, |m| m.0)),
+                );
+                self.enqueue(now, link, frame);
+            }
+        }
+        later
+    }
+
     /// Time passed: released ACKs, deferred replays, buffered frames, token expiry,
     /// heartbeats.
     pub(super) fn handle_timeout(&mut self, now: Instant, trace: &mut Trace) {
-        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.held)
-            .into_iter()
-            .partition(|(at, _, _)| *at <= now);
-        self.held = later;
-        for (_, link, frame) in due {
-            if self.links.contains_key(&link) {
-                trace.note(
-                    now,
-                    Actor::Service,
-                    None,
-                    format!(
-                        "late ACK released: msgSerial {}",
-                        frame.msg_serial.map_or(0, |m| m.0)
-                    ),
-                );
-                self.enqueue(now, link, frame);
-            }
-        }
-        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.skipped)
-            .into_iter()
-            .partition(|(at, _, _)| *at <= now);
-        self.skipped = later;
-        for (_, link, frame) in due {
-            if self.links.contains_key(&link) {
-                trace.note(
-                    now,
-                    Actor::Service,
-                    None,
-                    format!(
-                        "skipped ACK sent late: no later ACK followed msgSerial {}",
-                        frame.msg_serial.map_or(0, |m| m.0)
-                    ),
-                );
-                self.enqueue(now, link, frame);
-            }
-        }
+        let held = std::mem::take(&mut self.held);
+        self.held = self.release_due(now, held, "late ACK released", trace);
+        let skipped = std::mem::take(&mut self.skipped);
+        self.skipped = self.release_due(
+            now,
+            skipped,
+            "skipped ACK sent late: no later ACK followed",
+            trace,
+        );
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.deferred)
             .into_iter()
             .partition(|d| d.at <= now);
