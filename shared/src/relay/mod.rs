@@ -163,6 +163,8 @@ pub struct Relay {
     closed: bool,
     /// How many bytes of the text subscribers have (through the create, appends, updates).
     sent_len: usize,
+    /// The digest of those bytes, extended per append rather than hashed again.
+    sent_digest: headers::Digest,
     /// The text no longer extends what subscribers have: the next publish is an update.
     diverged: bool,
     /// When the last append or update was queued.
@@ -199,6 +201,7 @@ impl Relay {
             ended: false,
             closed: false,
             sent_len: 0,
+            sent_digest: headers::Digest::EMPTY,
             diverged: false,
             last_publish: None,
             appends_since_update: 0,
@@ -311,7 +314,11 @@ impl Relay {
                 .truncate_json(limit.saturating_sub(overhead(&self.headers) + ENVELOPE_SLACK));
         }
         let mut replacement = self.message(None, self.text.as_str());
-        stamp(&mut replacement, self.text.as_str());
+        stamp(
+            &mut replacement,
+            self.text.len(),
+            headers::Digest::of(self.text.as_str()),
+        );
         self.ops.push_back(PublishOp::Create(replacement));
     }
 
@@ -431,7 +438,7 @@ impl Relay {
         if !self.created {
             self.created = true;
             let mut create = self.message(None, "");
-            stamp(&mut create, "");
+            stamp(&mut create, 0, headers::Digest::EMPTY);
             self.ops.push_back(PublishOp::Create(create));
         }
     }
@@ -594,18 +601,24 @@ impl Relay {
             );
             append.set_headers(&headers);
         }
-        stamp(&mut append, self.text.as_str());
+        // Subscribers have the text up to `sent_len` unchanged (else it diverged and this
+        // would be an update), so the digest after the append extends theirs.
+        let digest = self.sent_digest.extend(fragment);
+        stamp(&mut append, self.text.len(), digest);
         self.ops.push_back(PublishOp::Append(append));
         self.sent_len = self.text.len();
+        self.sent_digest = digest;
         self.appends_since_update += 1;
         self.last_publish = Some(now);
     }
 
     fn publish_update(&mut self, now: Instant) {
         let mut update = self.message(Some(MessageAction::UPDATE), self.text.as_str());
-        stamp(&mut update, self.text.as_str());
+        let digest = headers::Digest::of(self.text.as_str());
+        stamp(&mut update, self.text.len(), digest);
         self.ops.push_back(PublishOp::Update(update));
         self.sent_len = self.text.len();
+        self.sent_digest = digest;
         self.diverged = false;
         self.appends_since_update = 0;
         self.last_publish = Some(now);
@@ -658,9 +671,9 @@ fn ending_of(event: &StreamEvent, status: Status) -> Ending {
 
 /// Says what the answer's whole text is once `message` is applied: its byte length
 /// ([`headers::LENGTH`]) and digest ([`headers::DIGEST`]).
-fn stamp(message: &mut Message, text: &str) {
-    message.insert_header(headers::LENGTH, text.len().to_string());
-    message.insert_header(headers::DIGEST, headers::digest(text));
+fn stamp(message: &mut Message, length: usize, digest: headers::Digest) {
+    message.insert_header(headers::LENGTH, length.to_string());
+    message.insert_header(headers::DIGEST, digest.to_string());
 }
 
 /// The size of an answer message with these headers and no text, counting the

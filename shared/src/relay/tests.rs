@@ -187,6 +187,24 @@ impl Harness {
         assert!(self.relay.is_finished());
         assert_eq!(self.subscriber_view(), self.relay.text());
         assert_eq!(self.relay.poll_timeout(), None);
+        // Every message says the length and digest of the text once it is applied, the
+        // digest extended per append rather than hashed again.
+        let mut view = String::new();
+        for (_, op) in &self.ops {
+            match op {
+                PublishOp::Create(_) | PublishOp::Update(_) => op.text().clone_into(&mut view),
+                PublishOp::Append(_) => view.push_str(op.text()),
+            }
+            let m = op.message();
+            assert_eq!(
+                m.header(headers::LENGTH),
+                Some(view.len().to_string().as_str())
+            );
+            assert_eq!(
+                m.header(headers::DIGEST),
+                Some(headers::digest(&view).as_str())
+            );
+        }
     }
 }
 
