@@ -38,6 +38,8 @@ pub struct Snapshot {
     pub reason: Option<ErrorInfo>,
     /// The largest message the server accepts (from CONNECTED).
     pub max_message_size: usize,
+    /// Messages per second the server accepts from this connection, if it said (CD2e).
+    pub max_inbound_rate: Option<u64>,
 }
 
 pub(super) enum Command {
@@ -137,6 +139,7 @@ impl Realtime {
             state: ConnectionState::Initialized,
             reason: None,
             max_message_size: shared::connection::DEFAULT_MAX_MESSAGE_SIZE,
+            max_inbound_rate: None,
         });
         let driver = Driver::new(
             Connection::new(config),

@@ -128,7 +128,7 @@ impl SessionTask {
         let snapshot = self.snapshot.borrow_and_update().clone();
         let now = self.now();
         self.session
-            .set_max_message_size(Some(snapshot.max_message_size));
+            .set_limits(snapshot.max_message_size, snapshot.max_inbound_rate);
         self.session
             .set_connected(now, snapshot.state == ConnectionState::Connected);
     }

@@ -362,9 +362,20 @@ impl Session {
         }
     }
 
-    /// The largest message the channel accepts, for answers started from now on.
-    pub fn set_max_message_size(&mut self, size: Option<usize>) {
-        self.config.max_message_size = size;
+    /// The limits the server announced (CD2c, CD2e): the message size for answers started
+    /// from now on, and `maxInboundRate`, which caps the connection's budget below the
+    /// configured rate (or sets it, when the configured rate is unlimited).
+    pub fn set_limits(&mut self, max_message_size: usize, max_inbound_rate: Option<u64>) {
+        self.config.max_message_size = Some(max_message_size);
+        let announced = max_inbound_rate.map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+        let rate = match (self.config.rate, announced) {
+            (0, Some(limit)) => limit,
+            (rate, Some(limit)) => rate.min(limit),
+            (rate, None) => rate,
+        };
+        if rate != self.budget.per_second() {
+            self.budget = Budget::new(rate);
+        }
     }
 
     /// Time passed: windows, deadlines and the budget.

@@ -436,3 +436,30 @@ fn a_busy_channel_widens_its_answers_windows_and_paces_them_apart_from_others() 
     let said = drain(&mut session);
     assert_eq!(said.sent.len(), 9);
 }
+
+#[test]
+fn cd2e_the_announced_max_inbound_rate_caps_the_connection_budget() {
+    let mut session = Session::new(SessionConfig {
+        rate: 50,
+        ..config()
+    });
+    session.set_limits(65_536, Some(2));
+    for n in 0..3 {
+        session.start(ms(0), spec(n));
+    }
+    assert_eq!(
+        drain(&mut session).sent.len(),
+        2,
+        "two a second, as announced"
+    );
+    // A server that announces nothing leaves the configured rate.
+    let mut session = Session::new(SessionConfig {
+        rate: 3,
+        ..config()
+    });
+    session.set_limits(65_536, None);
+    for n in 0..4 {
+        session.start(ms(0), spec(n));
+    }
+    assert_eq!(drain(&mut session).sent.len(), 3);
+}
