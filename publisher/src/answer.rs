@@ -275,7 +275,7 @@ impl Answers {
                     rate: self.rate,
                     channel_rate: self.channel_rate,
                     source: self.source.clone(),
-                    max_message_size: Some(self.realtime.snapshot().max_message_size),
+                    max_message_size: Some(self.realtime.snapshot().limits.max_message_size),
                     lookups: self.find.is_some(),
                     ..SessionConfig::default()
                 }),

@@ -242,8 +242,7 @@ impl Driver {
         let snapshot = Snapshot {
             state: self.conn.state(),
             reason: self.conn.error_reason().cloned(),
-            max_message_size: self.conn.max_message_size(),
-            max_inbound_rate: self.conn.limits().max_inbound_rate,
+            limits: self.conn.limits().clone(),
         };
         self.snapshot.send_if_modified(|current| {
             let changed = *current != snapshot;

@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use shared::connection::{
-    AttachOptions, Auth, Config, Connection, ConnectionState, Event, PublishOutcome,
+    AttachOptions, Auth, Config, Connection, ConnectionState, Event, Limits, PublishOutcome,
 };
 use shared::protocol::{ErrorInfo, Message};
 use shared::ChannelName;
@@ -36,10 +36,8 @@ pub(super) const REVIVE_AFTER: Duration = Duration::from_secs(15);
 pub struct Snapshot {
     pub state: ConnectionState,
     pub reason: Option<ErrorInfo>,
-    /// The largest message the server accepts (from CONNECTED).
-    pub max_message_size: usize,
-    /// Messages per second the server accepts from this connection, if it said (CD2e).
-    pub max_inbound_rate: Option<u64>,
+    /// The limits the server announced in CONNECTED (or the defaults before any).
+    pub limits: Limits,
 }
 
 pub(super) enum Command {
@@ -138,8 +136,7 @@ impl Realtime {
         let (snapshot_tx, snapshot) = watch::channel(Snapshot {
             state: ConnectionState::Initialized,
             reason: None,
-            max_message_size: shared::connection::DEFAULT_MAX_MESSAGE_SIZE,
-            max_inbound_rate: None,
+            limits: Limits::default(),
         });
         let driver = Driver::new(
             Connection::new(config),

@@ -127,8 +127,7 @@ impl SessionTask {
     fn note_snapshot(&mut self) {
         let snapshot = self.snapshot.borrow_and_update().clone();
         let now = self.now();
-        self.session
-            .set_limits(snapshot.max_message_size, snapshot.max_inbound_rate);
+        self.session.set_limits(&snapshot.limits);
         self.session
             .set_connected(now, snapshot.state == ConnectionState::Connected);
     }

@@ -115,6 +115,19 @@ pub struct Limits {
     pub max_idle_interval: Option<Duration>,
 }
 
+/// Ably's defaults, before any CONNECTED (a `connectionStateTtl` of 2 min).
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            max_inbound_rate: None,
+            connection_state_ttl: Duration::from_secs(120),
+            max_idle_interval: None,
+        }
+    }
+}
+
 impl Limits {
     fn defaults(config: &Config) -> Self {
         Self {

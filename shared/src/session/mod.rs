@@ -39,7 +39,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::time::Duration;
 
-use crate::connection::PublishOutcome;
+use crate::connection::{Limits, PublishOutcome};
 use crate::headers::Status;
 use crate::ids::{ChannelName, MessageId, Serial};
 use crate::openai::StreamEvent;
@@ -50,6 +50,10 @@ use crate::time::Instant;
 use answer::{Answer, Kind};
 
 pub use answer::{describe_refusal, APPENDS_NOT_ENABLED_HELP};
+
+/// Bytes of a publish frame besides its one message: the ProtocolMessage's action, channel
+/// name (up to Ably's channel name limit) and msgSerial, with their JSON keys.
+const FRAME_ENVELOPE: usize = 256;
 
 /// Names one answer of a session.
 #[derive(Clone, Copy, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
@@ -362,12 +366,16 @@ impl Session {
         }
     }
 
-    /// The limits the server announced (CD2c, CD2e): the message size for answers started
-    /// from now on, and `maxInboundRate`, which caps the connection's budget below the
-    /// configured rate (or sets it, when the configured rate is unlimited).
-    pub fn set_limits(&mut self, max_message_size: usize, max_inbound_rate: Option<u64>) {
-        self.config.max_message_size = Some(max_message_size);
-        let announced = max_inbound_rate.map(|n| u32::try_from(n).unwrap_or(u32::MAX));
+    /// The limits the server announced: the message size for answers started from now on
+    /// (CD2c), no larger than what fits in one frame with its envelope (CD2d), and
+    /// `maxInboundRate` (CD2e), which caps the connection's budget below the configured
+    /// rate (or sets it, when the configured rate is unlimited).
+    pub fn set_limits(&mut self, limits: &Limits) {
+        let in_a_frame = limits.max_frame_size.saturating_sub(FRAME_ENVELOPE);
+        self.config.max_message_size = Some(limits.max_message_size.min(in_a_frame));
+        let announced = limits
+            .max_inbound_rate
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX));
         let rate = match (self.config.rate, announced) {
             (0, Some(limit)) => limit,
             (rate, Some(limit)) => rate.min(limit),

@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::*;
 use crate::connection::errors::{CONNECTION_FAILED, MESSAGE_REJECTED};
+use crate::connection::Limits;
 use crate::protocol::{ErrorInfo, MessageAction};
 
 fn ms(t: u64) -> Instant {
@@ -443,7 +444,10 @@ fn cd2e_the_announced_max_inbound_rate_caps_the_connection_budget() {
         rate: 50,
         ..config()
     });
-    session.set_limits(65_536, Some(2));
+    session.set_limits(&Limits {
+        max_inbound_rate: Some(2),
+        ..Limits::default()
+    });
     for n in 0..3 {
         session.start(ms(0), spec(n));
     }
@@ -457,9 +461,38 @@ fn cd2e_the_announced_max_inbound_rate_caps_the_connection_budget() {
         rate: 3,
         ..config()
     });
-    session.set_limits(65_536, None);
+    session.set_limits(&Limits::default());
     for n in 0..4 {
         session.start(ms(0), spec(n));
     }
     assert_eq!(drain(&mut session).sent.len(), 3);
+}
+
+#[test]
+fn cd2d_an_answer_fits_in_one_frame_as_well_as_in_one_message() {
+    let mut session = Session::new(config());
+    // Sockudo announces a frame no larger than its largest message.
+    session.set_limits(&Limits {
+        max_message_size: 65_536,
+        max_frame_size: 65_536,
+        ..Limits::default()
+    });
+    let id = session.start(ms(0), spec(0));
+    let limit = session
+        .answers
+        .get(&id)
+        .and_then(|a| a.relay.config().max_message_size)
+        .expect("a limit");
+    assert_eq!(limit, 65_536 - FRAME_ENVELOPE);
+    session.set_limits(&Limits::default());
+    let id = session.start(ms(0), spec(1));
+    let limit = session
+        .answers
+        .get(&id)
+        .and_then(|a| a.relay.config().max_message_size);
+    assert_eq!(
+        limit,
+        Some(65_536),
+        "a 512 KiB frame holds a 64 KiB message"
+    );
 }

@@ -143,9 +143,7 @@ impl Publisher {
                 }
             }
             Event::StateChanged { current, .. } => {
-                let limits = self.conn.limits();
-                self.session
-                    .set_limits(limits.max_message_size, limits.max_inbound_rate);
+                self.session.set_limits(self.conn.limits());
                 self.session
                     .set_connected(now, current == ConnectionState::Connected);
             }
