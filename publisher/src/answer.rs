@@ -231,7 +231,14 @@ impl Answers {
 
     /// Publishes a message that is no answer's (a prompt, a cancel) under the same budgets
     /// as the answers, and waits for its ACK or NACK.
-    pub async fn post(&self, channel: &ChannelName, message: Message) -> PublishOutcome {
+    /// A message without an id gets one, so that a post whose outcome is unclear is found
+    /// on the channel rather than called refused while it is there.
+    pub async fn post(&self, channel: &ChannelName, mut message: Message) -> PublishOutcome {
+        if message.id.is_none() {
+            let (prefix, counter) = &*self.create_ids;
+            let n = counter.fetch_add(1, Ordering::Relaxed);
+            message.id = Some(MessageId::new(format!("{prefix}-post-{n}")));
+        }
         let (reply, outcome) = oneshot::channel();
         let post = Command::Post {
             channel: channel.clone(),

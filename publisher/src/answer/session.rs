@@ -61,6 +61,7 @@ pub(super) enum Update {
 
 type Outcome = Pin<Box<dyn Future<Output = (Ticket, PublishOutcome)> + Send>>;
 type Found = Pin<Box<dyn Future<Output = (AnswerId, Result<Option<Serial>, String>)> + Send>>;
+type PostFound = Pin<Box<dyn Future<Output = (Ticket, Result<Option<Serial>, String>)> + Send>>;
 
 /// Who waits for an answer's news.
 struct Owner {
@@ -90,11 +91,18 @@ impl SessionTask {
         let mut posts: HashMap<Ticket, oneshot::Sender<PublishOutcome>> = HashMap::new();
         let mut outcomes: FuturesUnordered<Outcome> = FuturesUnordered::new();
         let mut found: FuturesUnordered<Found> = FuturesUnordered::new();
+        let mut post_found: FuturesUnordered<PostFound> = FuturesUnordered::new();
         let mut commands_open = true;
         let mut snapshot_open = true;
         self.note_snapshot();
         loop {
-            self.perform(&mut owners, &mut posts, &mut outcomes, &mut found);
+            self.perform(
+                &mut owners,
+                &mut posts,
+                &mut outcomes,
+                &mut found,
+                &mut post_found,
+            );
             if !commands_open && self.session.active() == 0 {
                 return;
             }
@@ -109,6 +117,9 @@ impl SessionTask {
                 }
                 Some((answer, result)) = found.next(), if !found.is_empty() => {
                     self.session.handle_lookup(self.now(), answer, result);
+                }
+                Some((ticket, result)) = post_found.next(), if !post_found.is_empty() => {
+                    self.session.handle_post_lookup(ticket, result);
                 }
                 changed = self.snapshot.changed(), if snapshot_open => match changed {
                     Ok(()) => self.note_snapshot(),
@@ -194,6 +205,7 @@ impl SessionTask {
         posts: &mut HashMap<Ticket, oneshot::Sender<PublishOutcome>>,
         outcomes: &mut FuturesUnordered<Outcome>,
         found: &mut FuturesUnordered<Found>,
+        post_found: &mut FuturesUnordered<PostFound>,
     ) {
         while let Some(output) = self.session.poll_output() {
             match output {
@@ -223,6 +235,20 @@ impl SessionTask {
                     let published = self.publish.publish(&channel, vec![message]);
                     outcomes.push(Box::pin(async move { (ticket, published.await) }));
                 }
+                Output::FindPost {
+                    ticket,
+                    channel,
+                    id,
+                } => match &self.find {
+                    Some(find) => {
+                        tracing::warn!(%channel, %id, "a post's outcome is unclear; looking for it on the channel");
+                        let search = find.find(&channel, &id);
+                        post_found.push(Box::pin(async move { (ticket, search.await) }));
+                    }
+                    None => self
+                        .session
+                        .handle_post_lookup(ticket, Err("no way to search the channel".to_owned())),
+                },
                 Output::Posted { ticket, outcome } => {
                     if let Some(reply) = posts.remove(&ticket) {
                         let _ = reply.send(outcome);

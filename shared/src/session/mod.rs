@@ -194,6 +194,13 @@ pub enum Output {
         channel: ChannelName,
         message: Message,
     },
+    /// Search `channel`'s latest messages for the post with `id`, whose outcome was unclear;
+    /// give what was found to [`Session::handle_post_lookup`].
+    FindPost {
+        ticket: Ticket,
+        channel: ChannelName,
+        id: MessageId,
+    },
     /// The outcome of a [`Session::post`].
     Posted {
         ticket: Ticket,
@@ -207,10 +214,14 @@ pub enum Output {
 }
 
 /// Whose publish a ticket is.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum Owner {
     Answer(AnswerId, Kind),
-    Post,
+    /// A post, with where to look for it if its outcome is unclear.
+    Post {
+        channel: ChannelName,
+        id: Option<MessageId>,
+    },
 }
 
 /// Every answer on one connection. See the module documentation.
@@ -224,6 +235,8 @@ pub struct Session {
     tickets: HashMap<Ticket, Owner>,
     /// Posts waiting for the budget.
     posts: VecDeque<(Ticket, ChannelName, Message)>,
+    /// Posts being looked for, with the error they were refused with.
+    post_lookups: HashMap<Ticket, crate::protocol::ErrorInfo>,
     outputs: VecDeque<Output>,
     next_answer: u64,
     next_ticket: u64,
@@ -242,6 +255,7 @@ impl Session {
             answers: BTreeMap::new(),
             tickets: HashMap::new(),
             posts: VecDeque::new(),
+            post_lookups: HashMap::new(),
             outputs: VecDeque::new(),
             next_answer: 0,
             next_ticket: 0,
@@ -311,8 +325,24 @@ impl Session {
     pub fn handle_outcome(&mut self, now: Instant, ticket: Ticket, outcome: PublishOutcome) {
         let (id, kind) = match self.tickets.remove(&ticket) {
             Some(Owner::Answer(id, kind)) => (id, kind),
-            Some(Owner::Post) => {
-                self.outputs.push_back(Output::Posted { ticket, outcome });
+            Some(Owner::Post { channel, id }) => {
+                match (outcome, id) {
+                    // The server may have stored it all the same (an implicit NACK of a
+                    // frame it applied, an ACK lost with the connection): someone's prompt
+                    // must not sit on the channel unanswered, nor be sent twice, so the
+                    // channel is searched for it by id before it is called refused.
+                    (Err(error), Some(id))
+                        if self.config.lookups && answer::worth_resending(&error) =>
+                    {
+                        self.post_lookups.insert(ticket, error);
+                        self.outputs.push_back(Output::FindPost {
+                            ticket,
+                            channel,
+                            id,
+                        });
+                    }
+                    (outcome, _) => self.outputs.push_back(Output::Posted { ticket, outcome }),
+                }
                 return;
             }
             None => return,
@@ -328,12 +358,33 @@ impl Session {
     /// Queues a message that is no answer's (a prompt, a cancel) under the same budgets as
     /// answers, ahead of their appends: someone is waiting for it. Its outcome comes back as
     /// [`Output::Posted`].
+    /// Give the message an id, so that a post whose outcome is unclear can be found again
+    /// ([`Output::FindPost`]).
     pub fn post(&mut self, now: Instant, channel: ChannelName, message: Message) -> Ticket {
         let ticket = self.new_ticket();
-        self.tickets.insert(ticket, Owner::Post);
+        self.tickets.insert(
+            ticket,
+            Owner::Post {
+                channel: channel.clone(),
+                id: message.id.clone(),
+            },
+        );
         self.posts.push_back((ticket, channel, message));
         self.pump_posts(now);
         ticket
+    }
+
+    /// What the search for a post with an unclear outcome found: its serial makes the post
+    /// a success; nothing (or a failed search) leaves it refused as it was.
+    pub fn handle_post_lookup(&mut self, ticket: Ticket, found: Result<Option<Serial>, String>) {
+        let Some(error) = self.post_lookups.remove(&ticket) else {
+            return;
+        };
+        let outcome = match found {
+            Ok(Some(serial)) => Ok(vec![Some(serial)]),
+            Ok(None) | Err(_) => Err(error),
+        };
+        self.outputs.push_back(Output::Posted { ticket, outcome });
     }
 
     /// What the search for an answer's create found: its serial, nothing, or why the

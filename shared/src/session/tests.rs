@@ -74,6 +74,7 @@ struct Said {
     ended: Vec<Report>,
     posts: Vec<(Ticket, ChannelName)>,
     posted: Vec<(Ticket, PublishOutcome)>,
+    find_posts: Vec<(Ticket, MessageId)>,
 }
 
 fn drain(session: &mut Session) -> Said {
@@ -98,6 +99,7 @@ fn drain(session: &mut Session) -> Said {
                 ticket, channel, ..
             } => said.posts.push((ticket, channel)),
             Output::Posted { ticket, outcome } => said.posted.push((ticket, outcome)),
+            Output::FindPost { ticket, id, .. } => said.find_posts.push((ticket, id)),
         }
     }
     said
@@ -495,4 +497,41 @@ fn cd2d_an_answer_fits_in_one_frame_as_well_as_in_one_message() {
         Some(65_536),
         "a 512 KiB frame holds a 64 KiB message"
     );
+}
+
+/// A prompt the server stored although its frame was NACKed (an implicit NACK of a frame it
+/// applied: chaos seed 0xc0ffee5eed, 300 s) must not be reported refused, or its asker is
+/// told it failed while it sits on the channel with no answer.
+#[test]
+fn a_post_refused_unclearly_is_looked_for_by_id_before_it_is_called_refused() {
+    let mut session = Session::new(config());
+    let prompt = |id: &str| Message {
+        id: Some(MessageId::new(id)),
+        name: Some("prompt".to_owned()),
+        ..Message::default()
+    };
+    let stored = session.post(ms(0), ChannelName::from("ai:test"), prompt("p-1"));
+    let lost = session.post(ms(0), ChannelName::from("ai:test"), prompt("p-2"));
+    let refused = session.post(ms(0), ChannelName::from("ai:test"), prompt("p-3"));
+    assert_eq!(drain(&mut session).posts.len(), 3);
+    nack(&mut session, ms(1), stored, MESSAGE_REJECTED);
+    nack(&mut session, ms(1), lost, CONNECTION_FAILED);
+    nack(&mut session, ms(1), refused, 40160);
+    let said = drain(&mut session);
+    assert_eq!(
+        said.find_posts,
+        vec![
+            (stored, MessageId::new("p-1")),
+            (lost, MessageId::new("p-2"))
+        ]
+    );
+    // A refusal for want of capability is final.
+    assert!(matches!(&said.posted[..], [(t, Err(e))] if *t == refused && e.code == 40160));
+    session.handle_post_lookup(stored, Ok(Some(Serial::new("s-p1"))));
+    session.handle_post_lookup(lost, Ok(None));
+    let said = drain(&mut session);
+    assert!(
+        matches!(&said.posted[0], (t, Ok(serials)) if *t == stored && serials == &vec![Some(Serial::new("s-p1"))])
+    );
+    assert!(matches!(&said.posted[1], (t, Err(e)) if *t == lost && e.code == CONNECTION_FAILED));
 }

@@ -224,6 +224,10 @@ impl Publisher {
                     message,
                 } => self.send(now, ticket, &channel, message),
                 Output::Posted { .. } => {}
+                Output::FindPost { ticket, .. } => {
+                    // The simulated publisher posts nothing, so there is nothing to find.
+                    self.session.handle_post_lookup(ticket, Ok(None));
+                }
                 Output::Lookup { answer, id, .. } => {
                     trace.note(
                         now,
