@@ -514,8 +514,9 @@ async fn sleep_until(deadline: Option<Instant>) {
 struct Post {
     channel: String,
     input: String,
-    /// The answer's and the prompt's serials, or why the daemon did not accept it.
-    outcome: Result<(String, Option<String>), String>,
+    /// The answer's serial (none while the daemon says it is pending) and the prompt's, or
+    /// why the daemon did not accept it.
+    outcome: Result<(Option<String>, Option<String>), String>,
     took: Duration,
 }
 
@@ -534,7 +535,10 @@ async fn post(http: reqwest::Client, daemon: String, channel: String, input: Str
         if status.as_u16() != 202 {
             return Err(format!("HTTP {status}: {body}"));
         }
-        let serial = body["serial"].as_str().ok_or("no serial")?.to_owned();
+        let serial = body["serial"].as_str().map(str::to_owned);
+        if serial.is_none() && body["pending"] != true {
+            return Err(format!("neither a serial nor pending: {body}"));
+        }
         Ok((serial, body["prompt"].as_str().map(str::to_owned)))
     }
     .await;
@@ -843,16 +847,31 @@ async fn every_answer_survives_a_network_that_keeps_breaking() {
         }
     }
     for post in &outcomes {
-        if let Ok((serial, _)) = &post.outcome {
-            let known = records
-                .get(&post.channel)
-                .is_some_and(|r| r.answers.contains_key(serial));
-            if !known {
-                problems.push(format!(
-                    "{}: accepted answer {serial} to {:?} is not in history",
-                    post.channel, post.input
-                ));
+        let record = records.get(&post.channel);
+        match &post.outcome {
+            Ok((Some(serial), _)) => {
+                if !record.is_some_and(|r| r.answers.contains_key(serial)) {
+                    problems.push(format!(
+                        "{}: accepted answer {serial} to {:?} is not in history",
+                        post.channel, post.input
+                    ));
+                }
             }
+            // Pending: its answer is found by its prompt.
+            Ok((None, prompt)) => {
+                let answered = record.is_some_and(|r| {
+                    r.answers
+                        .values()
+                        .any(|(_, _, of)| of.is_some() && of == prompt)
+                });
+                if !answered {
+                    problems.push(format!(
+                        "{}: the pending answer to {:?} (prompt {prompt:?}) is not in history",
+                        post.channel, post.input
+                    ));
+                }
+            }
+            Err(_) => {}
         }
     }
     if completed == 0 {
@@ -1088,7 +1107,11 @@ async fn one_cut_after_a_busy_stretch_leaves_no_answer_behind() {
         input.to_owned(),
     ));
     let during = streaming.await.unwrap();
-    let (serial, _) = during.outcome.unwrap();
+    let serial = during
+        .outcome
+        .unwrap()
+        .0
+        .expect("no cut yet: the create is ACKed");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert!(proxy.cut_all() >= 1);
 

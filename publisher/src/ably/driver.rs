@@ -243,6 +243,7 @@ impl Driver {
             state: self.conn.state(),
             reason: self.conn.error_reason().cloned(),
             limits: self.conn.limits().clone(),
+            blocked: self.conn.blocked_channels().cloned().collect(),
         };
         self.snapshot.send_if_modified(|current| {
             let changed = *current != snapshot;

@@ -38,6 +38,8 @@ pub struct Snapshot {
     pub reason: Option<ErrorInfo>,
     /// The limits the server announced in CONNECTED (or the defaults before any).
     pub limits: Limits,
+    /// The channels that refuse publishes now (SUSPENDED or FAILED), in name order.
+    pub blocked: Vec<ChannelName>,
 }
 
 pub(super) enum Command {
@@ -137,6 +139,7 @@ impl Realtime {
             state: ConnectionState::Initialized,
             reason: None,
             limits: Limits::default(),
+            blocked: Vec::new(),
         });
         let driver = Driver::new(
             Connection::new(config),

@@ -141,6 +141,7 @@ impl SessionTask {
         self.session.set_limits(&snapshot.limits);
         self.session
             .set_connected(now, snapshot.state == ConnectionState::Connected);
+        self.session.set_blocked(now, &snapshot.blocked);
     }
 
     fn handle(

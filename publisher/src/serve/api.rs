@@ -33,7 +33,8 @@ type Peer = ConnectInfo<SocketAddr>;
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// How long a prompt request waits for its answer's create to be ACKed.
+/// How long a prompt request waits for its answer's create to be ACKed before it replies
+/// that the answer is pending.
 const CREATED_WAIT: Duration = Duration::from_secs(25);
 
 /// How much history to read for context.
@@ -236,9 +237,22 @@ async fn start_answer(state: &Arc<State>, body: Body) -> Result<Response, ApiErr
         Ok(Ok(Err(error))) => Err(ApiError::upstream(format!(
             "the answer could not be created: {error}"
         ))),
-        Ok(Err(_)) | Err(_) => Err(ApiError::upstream(
-            "the answer's message was not acknowledged in time",
+        Ok(Err(_)) => Err(ApiError::upstream(
+            "the answer ended before its message was acknowledged",
         )),
+        // The connection is slow to ACK (down, resuming): the answer goes on, and the
+        // session sees to it that the prompt gets an answer on the channel, or one born
+        // `failed`. The caller finds it there by its `prompt` header.
+        Err(_) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "channel": channel.as_str(),
+                "serial": null,
+                "pending": true,
+                "prompt": prompt_serial.as_ref().map(Serial::as_str),
+            })),
+        )
+            .into_response()),
     }
 }
 

@@ -717,6 +717,14 @@ impl Connection {
             .map_or(ChannelState::Initialized, |c| c.state)
     }
 
+    /// The channels that refuse publishes now, SUSPENDED or FAILED (RTL6c4), in name order.
+    pub fn blocked_channels(&self) -> impl Iterator<Item = &ChannelName> {
+        self.channels
+            .values()
+            .filter(|c| matches!(c.state, ChannelState::Failed | ChannelState::Suspended))
+            .map(|c| &c.name)
+    }
+
     /// The channel position of the last non-resumed attach (for history `untilAttach`).
     pub fn attach_serial(&self, channel: &ChannelName) -> Option<&ChannelSerial> {
         self.channels.get(channel)?.attach_serial.as_ref()

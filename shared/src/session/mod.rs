@@ -28,6 +28,9 @@
 //!   version serial) goes out again, at most [`SessionConfig::update_resends`] times.
 //! - No publish leaves while the connection's or its channel's budget is empty, resends,
 //!   prompts and cancels included ([`Session::post`]); the driver never paces.
+//! - No publish leaves for a channel that would refuse it for its state
+//!   ([`Session::set_blocked`]) until it is attached again or has been blocked for
+//!   [`SessionConfig::reconnect_wait`]; a suspension costs a wait, never a refusal.
 
 mod answer;
 
@@ -243,6 +246,9 @@ pub struct Session {
     connected: bool,
     /// When the budget has room again, if a publish is waiting for it.
     paced_until: Option<Instant>,
+    /// Channels that refuse publishes (SUSPENDED or FAILED), with when their publishes stop
+    /// waiting for them: `None` once that has passed, and publishes go to be refused.
+    blocked: HashMap<ChannelName, Option<Instant>>,
 }
 
 impl Session {
@@ -261,6 +267,7 @@ impl Session {
             next_ticket: 0,
             connected: true,
             paced_until: None,
+            blocked: HashMap::new(),
         }
     }
 
@@ -406,14 +413,31 @@ impl Session {
     pub fn set_connected(&mut self, now: Instant, connected: bool) {
         self.connected = connected;
         if connected {
-            let ids: Vec<AnswerId> = self.answers.keys().copied().collect();
-            for id in ids {
-                if let Some(answer) = self.answers.get_mut(&id) {
-                    let effects = answer.release(true);
-                    self.apply(id, effects);
-                    self.after(now, id);
-                }
-            }
+            self.release_all(now);
+        }
+    }
+
+    /// The channels that refuse publishes now, SUSPENDED or FAILED (RTL6c4), in place of
+    /// the ones named before. Their answers' publishes and their posts wait, for up to
+    /// [`SessionConfig::reconnect_wait`], and go when the channel is attached again (RTL13b
+    /// re-attaches a suspended one); what waited longer goes to be refused.
+    pub fn set_blocked<'a>(
+        &mut self,
+        now: Instant,
+        channels: impl IntoIterator<Item = &'a ChannelName>,
+    ) {
+        let mut blocked = HashMap::new();
+        for channel in channels {
+            let until = match self.blocked.remove(channel) {
+                Some(until) => until,
+                None => Some(now + self.config.reconnect_wait),
+            };
+            blocked.insert(channel.clone(), until);
+        }
+        let released = !self.blocked.is_empty();
+        self.blocked = blocked;
+        if released {
+            self.release_all(now);
         }
     }
 
@@ -442,6 +466,11 @@ impl Session {
         if self.paced_until.is_some_and(|at| at <= now) {
             self.paced_until = None;
         }
+        for until in self.blocked.values_mut() {
+            if until.is_some_and(|at| at <= now) {
+                *until = None;
+            }
+        }
         self.pump_posts(now);
         let ids: Vec<AnswerId> = self.answers.keys().copied().collect();
         for id in ids {
@@ -462,7 +491,8 @@ impl Session {
     /// When [`Session::handle_timeout`] is next due.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let answers = self.answers.values().filter_map(Answer::poll_timeout);
-        answers.chain(self.paced_until).min()
+        let blocked = self.blocked.values().flatten().copied();
+        answers.chain(self.paced_until).chain(blocked).min()
     }
 
     /// How many answers are running (streaming or draining).
@@ -478,6 +508,19 @@ impl Session {
     /// Where an answer stands.
     pub fn status(&self, id: AnswerId) -> Option<Status> {
         self.answers.get(&id).map(|a| a.relay.status())
+    }
+
+    /// Something that held publishes back is gone: what waited goes, budget permitting.
+    fn release_all(&mut self, now: Instant) {
+        self.pump_posts(now);
+        let ids: Vec<AnswerId> = self.answers.keys().copied().collect();
+        for id in ids {
+            if let Some(answer) = self.answers.get_mut(&id) {
+                let effects = answer.release(self.connected);
+                self.apply(id, effects);
+                self.after(now, id);
+            }
+        }
     }
 
     /// Queues what an answer's decision asked for.
@@ -540,10 +583,10 @@ impl Session {
     /// Hands out the answer's queued publishes while the budget allows.
     fn pump(&mut self, now: Instant, id: AnswerId) {
         loop {
-            let Some(answer) = self.answers.get_mut(&id) else {
+            let Some(answer) = self.answers.get(&id) else {
                 return;
             };
-            if !answer.has_publish() || !self.posts.is_empty() {
+            if !answer.has_publish() || self.is_blocked(&answer.channel) || self.post_ready() {
                 return;
             }
             let channel = answer.channel.clone();
@@ -560,14 +603,20 @@ impl Session {
         }
     }
 
-    /// Hands out queued posts while the budgets allow.
+    /// Hands out queued posts, in order but for those whose channel is blocked, while the
+    /// budgets allow.
     fn pump_posts(&mut self, now: Instant) {
-        while let Some((_, channel, _)) = self.posts.front() {
+        let mut index = 0;
+        while let Some((_, channel, _)) = self.posts.get(index) {
+            if self.is_blocked(channel) {
+                index += 1;
+                continue;
+            }
             let channel = channel.clone();
             if !self.take_budget(now, &channel) {
                 return;
             }
-            if let Some((ticket, channel, message)) = self.posts.pop_front() {
+            if let Some((ticket, channel, message)) = self.posts.remove(index) {
                 self.outputs.push_back(Output::Post {
                     ticket,
                     channel,
@@ -575,6 +624,18 @@ impl Session {
                 });
             }
         }
+    }
+
+    /// Whether a post could go now (budget permitting): answers wait behind it.
+    fn post_ready(&self) -> bool {
+        self.posts
+            .iter()
+            .any(|(_, channel, _)| !self.is_blocked(channel))
+    }
+
+    /// Whether `channel`'s publishes are to wait for it.
+    fn is_blocked(&self, channel: &ChannelName) -> bool {
+        self.blocked.get(channel).is_some_and(Option::is_some)
     }
 
     /// Takes one message from the connection's budget and `channel`'s, or notes when both

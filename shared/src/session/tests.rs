@@ -535,3 +535,54 @@ fn a_post_refused_unclearly_is_looked_for_by_id_before_it_is_called_refused() {
     );
     assert!(matches!(&said.posted[1], (t, Err(e)) if *t == lost && e.code == CONNECTION_FAILED));
 }
+
+#[test]
+fn rtl6c4_a_post_on_a_suspended_channel_waits_for_it_and_does_not_hold_up_others() {
+    let (mut session, id) = started(config());
+    let suspended = ChannelName::from("ai:other");
+    session.set_blocked(ms(3), [&suspended]);
+    let prompt = Message {
+        id: Some(MessageId::new("p-1")),
+        name: Some("prompt".to_owned()),
+        ..Message::default()
+    };
+    let ticket = session.post(ms(3), suspended.clone(), prompt);
+    session.handle_stream_event(ms(4), id, &delta("Hi"));
+    let said = drain(&mut session);
+    assert!(said.posts.is_empty() && said.posted.is_empty(), "{said:?}");
+    assert_eq!(said.sent.len(), 1, "the other channel's answer goes on");
+    // RTL13b: the channel is attached again, and the prompt goes, unrefused.
+    session.set_blocked(ms(5_000), []);
+    let said = drain(&mut session);
+    assert_eq!(said.posts, vec![(ticket, suspended)]);
+    assert!(said.posted.is_empty());
+}
+
+#[test]
+fn rtl6c4_an_answer_on_a_suspended_channel_holds_its_publishes_and_gives_up_after_the_wait() {
+    let (mut session, id) = started(config());
+    let channel = ChannelName::from("ai:test");
+    session.set_blocked(ms(3), [&channel]);
+    session.handle_stream_event(ms(4), id, &delta("Hello"));
+    assert!(drain(&mut session).sent.is_empty(), "held while suspended");
+    // Attached again: what was held goes.
+    session.set_blocked(ms(10), []);
+    let said = drain(&mut session);
+    assert_eq!(said.sent.len(), 1);
+    assert_eq!(said.sent[0].text(), "Hello");
+    ack(&mut session, ms(11), said.sent[0].ticket, "v1");
+    // Suspended again, for good: after reconnect_wait the publishes go, to be refused,
+    // and the answer ends instead of waiting for ever.
+    session.set_blocked(ms(20), [&channel]);
+    session.handle_stream_event(ms(21), id, &delta(" world"));
+    session.handle_stream_event(ms(22), id, &completed());
+    let said = drain(&mut session);
+    assert!(said.sent.is_empty(), "{said:?}");
+    let due = session.poll_timeout().expect("the end of the wait");
+    assert_eq!(due, ms(20) + config().reconnect_wait);
+    session.set_blocked(due, [&channel]);
+    session.handle_timeout(due);
+    let said = drain(&mut session);
+    assert!(!said.sent.is_empty(), "{said:?}");
+    assert_eq!(said.sent.last().map(Sent::text), Some("Hello world"));
+}

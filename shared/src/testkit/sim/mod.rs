@@ -8,10 +8,11 @@
 //!   of `fixtures/openai/`: `response.created`, `output_item.added`, `content_part.added`,
 //!   many `output_text.delta` (ASCII, accents, CJK, emoji, newlines; bursts and pauses),
 //!   `output_text.done`, `content_part.done`, `output_item.done`, `response.completed`.
-//! - **The publisher** ([`publisher`]): one [`Relay`](crate::relay::Relay) per answer over
-//!   one [`Connection`](crate::connection::Connection) with key auth and `echo=false`, driven
-//!   as `publisher/src/answer.rs` drives them (create awaited, appends pipelined, a NACKed
-//!   append repaired with an update, a refused update sent again up to three times).
+//! - **The publisher** ([`publisher`]): the daemon's [`Session`](crate::session::Session)
+//!   over one [`Connection`](crate::connection::Connection) with key auth and `echo=false`,
+//!   its channel attached live-only as the daemon attaches it, driven as
+//!   `publisher/src/answer/session.rs` drives them: publishes, outcomes, connection state,
+//!   blocked channels and history reads handed between the two.
 //! - **The network** ([`net`]): one link per transport, frames in order per direction with a
 //!   per-link latency; on every fourth seed frames go through the JSON codec.
 //! - **The service** ([`service`]): a simulated Ably for one channel. It answers CONNECTED
@@ -41,7 +42,8 @@
 //! answers every frame, RTN7a); conflation of consecutive appends to one subscriber
 //! (data concatenated, version, id and extras of the latest); late joins with rewind;
 //! history reads racing live appends; viewer tokens expiring (DISCONNECTED 40142 while
-//! connected, ERROR 40142 on connect). Creates are never refused: a refused create ends an
+//! connected, ERROR 40142 on connect); ATTACHes left unanswered, so that a channel is
+//! suspended at its attach timeout and retried later. Creates are never refused: a refused create ends an
 //! answer `failed` by design, which property 2 would then report. Faults stop at a horizon
 //! so that the world can quiesce.
 //!

@@ -36,12 +36,15 @@ impl Faults {
     pub const HISTORY_RACE: Self = Self(1 << 9);
     /// Viewer tokens that expire (DISCONNECTED or ERROR 40142).
     pub const TOKEN_EXPIRY: Self = Self(1 << 10);
+    /// ATTACHes the service never answers, so the channel goes SUSPENDED at the attach
+    /// timeout and retries later (RTL4f, RTL13b): the publisher's publishes wait for it.
+    pub const ATTACH_SILENCE: Self = Self(1 << 11);
     /// Every fault class.
-    pub const ALL: Self = Self((1 << 11) - 1);
+    pub const ALL: Self = Self((1 << 12) - 1);
     /// No faults at all: the calm baseline.
     pub const NONE: Self = Self(0);
 
-    const NAMES: [(&'static str, Faults); 11] = [
+    const NAMES: [(&'static str, Faults); 12] = [
         ("cuts", Self::CUTS),
         ("resume-fail", Self::RESUME_FAILURES),
         ("replay-reorder", Self::REPLAY_REORDER),
@@ -53,10 +56,12 @@ impl Faults {
         ("late-join", Self::LATE_JOINS),
         ("history", Self::HISTORY_RACE),
         ("token", Self::TOKEN_EXPIRY),
+        ("attach-silence", Self::ATTACH_SILENCE),
     ];
 
     /// Parses a comma-separated list of class names (`cuts,resume-fail,replay-reorder,
-    /// attach-loss,ack-reorder,nack,skip-ack,conflate,late-join,history,token`), `all` or
+    /// attach-loss,ack-reorder,nack,skip-ack,conflate,late-join,history,token,
+    /// attach-silence`), `all` or
     /// `none`. Returns the unknown name on error.
     pub fn parse(list: &str) -> Result<Self, String> {
         let mut faults = Self::NONE;
@@ -132,6 +137,8 @@ pub(super) struct Plan {
     pub(super) silent_cut: u32,
     pub(super) resume_fail: u32,
     pub(super) attach_loss: u32,
+    /// Chance that an ATTACH gets no reply at all.
+    pub(super) attach_silence: u32,
     /// Chance that a resumed re-attach's replay waits (ms range) behind live deliveries.
     pub(super) replay_defer: u32,
     pub(super) replay_defer_ms: (u64, u64),
@@ -180,6 +187,12 @@ impl Plan {
         } else {
             Rewind::PerVersion
         };
+        // Drawn last, so that the seeds drawn before this class existed keep their plans.
+        let attach_silence = if faults.has(Faults::ATTACH_SILENCE) && rng.chance(300) {
+            u32::try_from(rng.range(200, 700)).unwrap_or(0)
+        } else {
+            0
+        };
         Self {
             answers,
             viewers,
@@ -190,6 +203,7 @@ impl Plan {
             silent_cut,
             resume_fail,
             attach_loss,
+            attach_silence,
             replay_defer,
             replay_defer_ms: (1, rng.range(2, 60)),
             hold_ack,
@@ -209,7 +223,7 @@ impl fmt::Display for Plan {
         write!(
             f,
             "answers={} viewers={} window={}ms cut={} silent={} resume_fail={} attach_loss={} \
-             replay_defer={} ({}..{}ms) hold_ack={} nack={} skip_ack={} conflate={}ms rewind={:?} \
+             attach_silence={} replay_defer={} ({}..{}ms) hold_ack={} nack={} skip_ack={} conflate={}ms rewind={:?} \
              token_ttl={:?} history_delay={}ms late_joins={} json={}",
             self.answers,
             self.viewers,
@@ -218,6 +232,7 @@ impl fmt::Display for Plan {
             self.silent_cut,
             self.resume_fail,
             self.attach_loss,
+            self.attach_silence,
             self.replay_defer,
             self.replay_defer_ms.0,
             self.replay_defer_ms.1,

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::connection::{Connection, ConnectionState, Event, PublishId};
+use crate::connection::{AttachOptions, Connection, ConnectionState, Event, PublishId};
 use crate::ids::{ChannelName, MessageId, Serial};
 use crate::openai::StreamEvent;
 use crate::session::{AnswerId, AnswerSpec, Output, Session, SessionConfig, Ticket};
@@ -86,6 +86,19 @@ impl Publisher {
         }
     }
 
+    /// Connects, and attaches the channel live-only as the daemon does to hear cancels: a
+    /// channel whose attach goes unanswered is suspended, and holds the answers' publishes.
+    pub(super) fn start(&mut self, now: Instant) {
+        self.conn.connect(now);
+        if let Err(err) = self
+            .conn
+            .attach(now, self.channel.clone(), AttachOptions::live_only())
+        {
+            self.problems
+                .push(format!("the publisher could not attach: {err}"));
+        }
+    }
+
     /// The earliest instant an answer starts, an event arrives or the session is due.
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
         let runs = self.runs.iter().flat_map(|r| {
@@ -146,6 +159,9 @@ impl Publisher {
                 self.session.set_limits(self.conn.limits());
                 self.session
                     .set_connected(now, current == ConnectionState::Connected);
+            }
+            Event::ChannelStateChanged { .. } => {
+                self.session.set_blocked(now, self.conn.blocked_channels());
             }
             _ => return,
         }

@@ -554,6 +554,18 @@ impl Service {
         frame: &ProtocolMessage,
         trace: &mut Trace,
     ) {
+        if self.faults_on
+            && self.plan.attach_silence > 0
+            && self.rng.chance(self.plan.attach_silence)
+        {
+            trace.note(
+                now,
+                Actor::Service,
+                None,
+                format!("link {}: ATTACH left unanswered (fault)", link.0),
+            );
+            return;
+        }
         let position = self.log.len();
         let requested = frame
             .channel_serial

@@ -105,6 +105,12 @@ impl World {
         );
         config.echo = false;
         config.jitter_seed = root.next_u64();
+        if plan.attach_silence > 0 {
+            // Client options short enough for an unanswered ATTACH to suspend the channel
+            // while answers stream, and for the retry to come before they end.
+            config.realtime_request_timeout = Duration::from_millis(800);
+            config.channel_retry_timeout = Duration::from_millis(1_500);
+        }
         let publisher = Publisher::new(
             Connection::new(config),
             channel.clone(),
@@ -176,7 +182,7 @@ impl World {
     }
 
     fn run(&mut self) {
-        self.publisher.conn.connect(self.now);
+        self.publisher.start(self.now);
         self.drain_client(0);
         let horizon = Instant::from_millis(self.plan.horizon);
         while self.violation.is_none() {
