@@ -33,6 +33,16 @@ impl Budget {
         }
     }
 
+    /// A budget of `per_second` messages per second with nothing available at `now`: after
+    /// the server refused publishes as too fast, no burst follows.
+    pub fn drained(per_second: u32, now: Instant) -> Self {
+        Self {
+            per_second,
+            milli: 0,
+            last: Some(now),
+        }
+    }
+
     /// Takes one message from the budget, or says when one will be available.
     pub fn take(&mut self, now: Instant) -> Result<(), Instant> {
         if let Some(at) = self.ready_at(now) {

@@ -83,6 +83,9 @@ pub(super) struct Answer {
     /// A resend waiting for the connection, given up at its instant.
     held: Option<(Kind, Message, Instant)>,
     create_deadline: Option<Instant>,
+    /// The create, kept to be sent again if it is refused as too fast (until the create
+    /// timeout).
+    create_message: Option<Message>,
     lookup: Lookup,
     looked_up: bool,
     /// The create failed for good; what follows is the replacement born `failed`.
@@ -120,6 +123,7 @@ impl Answer {
             outbox: VecDeque::new(),
             held: None,
             create_deadline: None,
+            create_message: None,
             lookup: Lookup::Idle,
             looked_up: false,
             create_failed: false,
@@ -179,6 +183,7 @@ impl Answer {
                 // Our own id, so the create can be found on the channel if its ACK is lost.
                 message.id = Some(self.create_id.clone());
                 self.create_deadline = Some(now + config.create_timeout);
+                self.create_message = Some(message.clone());
             }
             Kind::Append { .. } => self.appends += 1,
             Kind::Update { .. } | Kind::Replacement => {
@@ -230,7 +235,8 @@ impl Answer {
                 .filter(|_| self.relay.serial().is_none()),
             self.held.as_ref().map(|(_, _, until)| *until),
             waiting,
-            self.drain_deadline.filter(|_| self.pending > 0),
+            self.drain_deadline
+                .filter(|_| self.pending > 0 || !self.outbox.is_empty()),
         ]
         .into_iter()
         .flatten()
@@ -272,11 +278,18 @@ impl Answer {
                 self.start_lookup(error, &mut effects);
             }
         }
-        if self.pending > 0 && self.drain_deadline.is_some_and(|at| at <= now) {
-            self.fatal = Some(format!(
-                "{} publishes had no ACK within {:?}",
-                self.pending, config.drain_timeout
-            ));
+        if self.drain_deadline.is_some_and(|at| at <= now) {
+            if self.pending > 0 {
+                self.fatal = Some(format!(
+                    "{} publishes had no ACK within {:?}",
+                    self.pending, config.drain_timeout
+                ));
+            } else if !self.outbox.is_empty() {
+                self.fatal = Some(format!(
+                    "the last publishes could not be sent within {:?}",
+                    config.drain_timeout
+                ));
+            }
         }
         effects
     }
@@ -343,6 +356,22 @@ impl Answer {
                 self.announce(Err(error.clone()), &mut effects);
                 self.fatal = Some(error);
             }
+            (Kind::Create, Err(err)) if errors::is_rate_limit(&err) => {
+                // Refused as too fast: not stored. It goes again, with the same id, once
+                // the session's lowered budget allows, until the create timeout.
+                match self.create_message.clone() {
+                    Some(create) => self.outbox.push_back((Kind::Create, create)),
+                    None => {
+                        self.create_refused(
+                            now,
+                            describe_refusal(&err),
+                            config,
+                            connected,
+                            &mut effects,
+                        );
+                    }
+                }
+            }
             (Kind::Create, Err(err)) => {
                 self.create_deadline = None;
                 self.create_refused(now, describe_refusal(&err), config, connected, &mut effects);
@@ -364,12 +393,17 @@ impl Answer {
                 self.repairs += 1;
                 self.relay.handle_append_failed(now);
             }
+            (Kind::Update { .. } | Kind::Replacement, Err(err)) if errors::is_rate_limit(&err) => {
+                // Refused as too fast: it goes again once the lowered budget allows, without
+                // counting against the resends; the drain timeout bounds it.
+                self.resend(now, config, connected, false);
+            }
             (Kind::Update { .. } | Kind::Replacement, Err(err))
                 if worth_resending(&err) && self.update_resends < config.update_resends =>
             {
                 // The connection failed or dropped the frame, or the server refused a
                 // resent frame as a reused id: the whole text goes again once connected.
-                self.resend(now, config, connected);
+                self.resend(now, config, connected, true);
             }
             (Kind::Update { .. } | Kind::Replacement, Err(err)) => {
                 self.publish_error =
@@ -466,11 +500,13 @@ impl Answer {
 
     /// Sends the latest full-text update again: now if connected, else once the
     /// connection is back (or never, after `reconnect_wait`).
-    fn resend(&mut self, now: Instant, config: &SessionConfig, connected: bool) {
+    fn resend(&mut self, now: Instant, config: &SessionConfig, connected: bool, counted: bool) {
         let Some(update) = self.last_update.clone() else {
             return;
         };
-        self.update_resends += 1;
+        if counted {
+            self.update_resends += 1;
+        }
         let kind = if self.create_failed {
             Kind::Replacement
         } else {
@@ -518,7 +554,7 @@ impl Answer {
         if overtaken && self.update_resends < config.update_resends {
             // The resend's own ACK decides anew.
             self.final_version = None;
-            self.resend(now, config, connected);
+            self.resend(now, config, connected, true);
         }
     }
 }

@@ -42,7 +42,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::time::Duration;
 
-use crate::connection::{Limits, PublishOutcome};
+use crate::connection::{errors, Limits, PublishOutcome};
 use crate::headers::Status;
 use crate::ids::{ChannelName, MessageId, Serial};
 use crate::openai::StreamEvent;
@@ -57,6 +57,16 @@ pub use answer::{describe_refusal, APPENDS_NOT_ENABLED_HELP};
 /// Bytes of a publish frame besides its one message: the ProtocolMessage's action, channel
 /// name (up to Ably's channel name limit) and msgSerial, with their JSON keys.
 const FRAME_ENVELOPE: usize = 256;
+
+/// How long a rate-limit refusal (429xx) keeps the connection's budget lowered.
+const RATE_BACKOFF: Duration = Duration::from_secs(10);
+
+/// At most one halving of the budget per this long: the NACKs of one burst come together.
+const RATE_CUT_SPACING: Duration = Duration::from_secs(1);
+
+/// The rate taken to be the server's when none is configured or announced and it refuses
+/// publishes as too fast: Ably's default per-connection inbound rate.
+const ASSUMED_RATE: u32 = 50;
 
 /// Names one answer of a session.
 #[derive(Clone, Copy, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
@@ -220,10 +230,9 @@ pub enum Output {
 #[derive(Clone, Debug)]
 enum Owner {
     Answer(AnswerId, Kind),
-    /// A post, with where to look for it if its outcome is unclear.
+    /// A post, kept to be sent again if it is refused as too fast.
     Post {
-        channel: ChannelName,
-        id: Option<MessageId>,
+        message: Box<Message>,
     },
 }
 
@@ -238,6 +247,8 @@ pub struct Session {
     tickets: HashMap<Ticket, Owner>,
     /// Posts waiting for the budget.
     posts: VecDeque<(Ticket, ChannelName, Message)>,
+    /// Each post's channel and when it was posted, for as long as its ticket is alive.
+    post_channels: HashMap<Ticket, (ChannelName, Instant)>,
     /// Posts being looked for, with the error they were refused with.
     post_lookups: HashMap<Ticket, crate::protocol::ErrorInfo>,
     outputs: VecDeque<Output>,
@@ -246,6 +257,11 @@ pub struct Session {
     connected: bool,
     /// When the budget has room again, if a publish is waiting for it.
     paced_until: Option<Instant>,
+    /// The connection's rate from the configuration and the server's announcement.
+    base_rate: u32,
+    /// The server refused publishes as too fast: the budget is lowered until then, and
+    /// was last cut at the second instant.
+    throttled: Option<(Instant, Instant)>,
     /// Channels that refuse publishes (SUSPENDED or FAILED), with when their publishes stop
     /// waiting for them: `None` once that has passed, and publishes go to be refused.
     blocked: HashMap<ChannelName, Option<Instant>>,
@@ -256,6 +272,9 @@ impl Session {
     pub fn new(config: SessionConfig) -> Self {
         Self {
             budget: Budget::new(config.rate),
+            base_rate: config.rate,
+            throttled: None,
+            post_channels: HashMap::new(),
             channels: HashMap::new(),
             config,
             answers: BTreeMap::new(),
@@ -330,26 +349,15 @@ impl Session {
 
     /// The ACK or NACK of a publish.
     pub fn handle_outcome(&mut self, now: Instant, ticket: Ticket, outcome: PublishOutcome) {
+        if let Err(error) = &outcome {
+            if errors::is_rate_limit(error) {
+                self.rate_limited(now);
+            }
+        }
         let (id, kind) = match self.tickets.remove(&ticket) {
             Some(Owner::Answer(id, kind)) => (id, kind),
-            Some(Owner::Post { channel, id }) => {
-                match (outcome, id) {
-                    // The server may have stored it all the same (an implicit NACK of a
-                    // frame it applied, an ACK lost with the connection): someone's prompt
-                    // must not sit on the channel unanswered, nor be sent twice, so the
-                    // channel is searched for it by id before it is called refused.
-                    (Err(error), Some(id))
-                        if self.config.lookups && answer::worth_resending(&error) =>
-                    {
-                        self.post_lookups.insert(ticket, error);
-                        self.outputs.push_back(Output::FindPost {
-                            ticket,
-                            channel,
-                            id,
-                        });
-                    }
-                    (outcome, _) => self.outputs.push_back(Output::Posted { ticket, outcome }),
-                }
+            Some(Owner::Post { message }) => {
+                self.post_outcome(now, ticket, *message, outcome);
                 return;
             }
             None => return,
@@ -369,16 +377,74 @@ impl Session {
     /// ([`Output::FindPost`]).
     pub fn post(&mut self, now: Instant, channel: ChannelName, message: Message) -> Ticket {
         let ticket = self.new_ticket();
-        self.tickets.insert(
-            ticket,
-            Owner::Post {
-                channel: channel.clone(),
-                id: message.id.clone(),
-            },
-        );
+        self.post_channels.insert(ticket, (channel.clone(), now));
         self.posts.push_back((ticket, channel, message));
         self.pump_posts(now);
         ticket
+    }
+
+    /// A post's ACK or NACK. Refused as too fast, it is sent again once the lowered budget
+    /// allows, for up to [`SessionConfig::reconnect_wait`] after it was posted; refused
+    /// unclearly, the server may have stored it all the same (an implicit
+    /// NACK of a frame it applied, an ACK lost with the connection): someone's prompt must
+    /// not sit on the channel unanswered, nor be sent twice, so the channel is searched for
+    /// it by id before it is called refused.
+    fn post_outcome(
+        &mut self,
+        now: Instant,
+        ticket: Ticket,
+        message: Message,
+        outcome: PublishOutcome,
+    ) {
+        let Some((channel, posted)) = self.post_channels.get(&ticket).cloned() else {
+            return;
+        };
+        match outcome {
+            Err(error)
+                if errors::is_rate_limit(&error) && now < posted + self.config.reconnect_wait =>
+            {
+                self.posts.push_front((ticket, channel, message));
+                self.pump_posts(now);
+            }
+            Err(error) if self.config.lookups && answer::worth_resending(&error) => {
+                match message.id {
+                    Some(id) => {
+                        self.post_lookups.insert(ticket, error);
+                        self.outputs.push_back(Output::FindPost {
+                            ticket,
+                            channel,
+                            id,
+                        });
+                    }
+                    None => self.posted(ticket, Err(error)),
+                }
+            }
+            outcome => self.posted(ticket, outcome),
+        }
+    }
+
+    fn posted(&mut self, ticket: Ticket, outcome: PublishOutcome) {
+        self.post_channels.remove(&ticket);
+        self.outputs.push_back(Output::Posted { ticket, outcome });
+    }
+
+    /// The server refused a publish as too fast: the connection's budget is halved (from
+    /// [`ASSUMED_RATE`] when it had none) for [`RATE_BACKOFF`], starting empty, so every
+    /// answer's window widens and fewer, larger appends go. Once per [`RATE_CUT_SPACING`],
+    /// since the refusals of one burst arrive together.
+    fn rate_limited(&mut self, now: Instant) {
+        if self
+            .throttled
+            .is_some_and(|(_, cut)| now < cut + RATE_CUT_SPACING)
+        {
+            return;
+        }
+        let current = match self.budget.per_second() {
+            0 => ASSUMED_RATE,
+            rate => rate,
+        };
+        self.budget = Budget::drained((current / 2).max(1), now);
+        self.throttled = Some((now + RATE_BACKOFF, now));
     }
 
     /// What the search for a post with an unclear outcome found: its serial makes the post
@@ -391,7 +457,7 @@ impl Session {
             Ok(Some(serial)) => Ok(vec![Some(serial)]),
             Ok(None) | Err(_) => Err(error),
         };
-        self.outputs.push_back(Output::Posted { ticket, outcome });
+        self.posted(ticket, outcome);
     }
 
     /// What the search for an answer's create found: its serial, nothing, or why the
@@ -456,8 +522,11 @@ impl Session {
             (rate, Some(limit)) => rate.min(limit),
             (rate, None) => rate,
         };
-        if rate != self.budget.per_second() {
-            self.budget = Budget::new(rate);
+        if rate != self.base_rate {
+            self.base_rate = rate;
+            if self.throttled.is_none() {
+                self.budget = Budget::new(rate);
+            }
         }
     }
 
@@ -465,6 +534,10 @@ impl Session {
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.paced_until.is_some_and(|at| at <= now) {
             self.paced_until = None;
+        }
+        if self.throttled.is_some_and(|(until, _)| until <= now) {
+            self.throttled = None;
+            self.budget = Budget::new(self.base_rate);
         }
         for until in self.blocked.values_mut() {
             if until.is_some_and(|at| at <= now) {
@@ -492,7 +565,12 @@ impl Session {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let answers = self.answers.values().filter_map(Answer::poll_timeout);
         let blocked = self.blocked.values().flatten().copied();
-        answers.chain(self.paced_until).chain(blocked).min()
+        let throttle = self.throttled.map(|(until, _)| until);
+        answers
+            .chain(self.paced_until)
+            .chain(blocked)
+            .chain(throttle)
+            .min()
     }
 
     /// How many answers are running (streaming or draining).
@@ -617,6 +695,12 @@ impl Session {
                 return;
             }
             if let Some((ticket, channel, message)) = self.posts.remove(index) {
+                self.tickets.insert(
+                    ticket,
+                    Owner::Post {
+                        message: Box::new(message.clone()),
+                    },
+                );
                 self.outputs.push_back(Output::Post {
                     ticket,
                     channel,

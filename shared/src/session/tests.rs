@@ -586,3 +586,115 @@ fn rtl6c4_an_answer_on_a_suspended_channel_holds_its_publishes_and_gives_up_afte
     assert!(!said.sent.is_empty(), "{said:?}");
     assert_eq!(said.sent.last().map(Sent::text), Some("Hello world"));
 }
+
+const TOO_FAST: u32 = crate::connection::errors::RATE_LIMIT_CONNECTION_PUBLISH;
+
+#[test]
+fn rate_limited_appends_halve_the_budget_cost_one_repair_and_the_budget_recovers() {
+    let (mut session, id) = started(config());
+    for word in ["a", "b", "c"] {
+        session.handle_stream_event(ms(3), id, &delta(word));
+    }
+    let sent = drain(&mut session).sent;
+    assert_eq!(sent.len(), 3, "unlimited: every append goes at once");
+    // The burst is refused as too fast (42911), its NACKs arriving together.
+    for s in &sent {
+        nack(&mut session, ms(4), s.ticket, TOO_FAST);
+    }
+    session.handle_stream_event(ms(4), id, &delta("d"));
+    let said = drain(&mut session);
+    assert!(
+        said.sent.is_empty(),
+        "the lowered budget starts empty: {said:?}"
+    );
+    // Half of the assumed 50 a second: one message every 40 ms, and the one repair first.
+    let due = session.poll_timeout().expect("the budget's next slot");
+    assert_eq!(due, ms(44));
+    session.handle_timeout(due);
+    let sent = drain(&mut session).sent;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].kind, PublishKind::Update);
+    assert_eq!(
+        sent[0].text(),
+        "abc",
+        "one repair carries all three refused appends"
+    );
+    ack(&mut session, due, sent[0].ticket, "v1");
+    assert_eq!(drain(&mut session).sent.len(), 0);
+    // The window has widened for the lowered budget; the budget's next slot is 40 ms on.
+    let (next, sent) = loop {
+        let next = session
+            .poll_timeout()
+            .expect("a window or the budget's next slot");
+        session.handle_timeout(next);
+        let sent = drain(&mut session).sent;
+        if !sent.is_empty() {
+            break (next, sent);
+        }
+    };
+    assert_eq!(next, ms(84));
+    assert_eq!(sent.len(), 1);
+    assert_eq!((sent[0].kind, sent[0].text()), (PublishKind::Append, "d"));
+    ack(&mut session, next, sent[0].ticket, "v2");
+    // After the backoff the budget is unlimited again.
+    let later = ms(4) + RATE_BACKOFF;
+    session.handle_timeout(later);
+    for word in ["e", "f"] {
+        session.handle_stream_event(later, id, &delta(word));
+    }
+    assert_eq!(drain(&mut session).sent.len(), 2);
+}
+
+#[test]
+fn a_create_refused_as_too_fast_goes_again_with_its_id() {
+    let mut session = Session::new(config());
+    let id = session.start(ms(0), spec(0));
+    let said = drain(&mut session);
+    nack(&mut session, ms(1), said.sent[0].ticket, TOO_FAST);
+    let said = drain(&mut session);
+    assert!(
+        said.lookups.is_empty() && said.created.is_empty(),
+        "{said:?}"
+    );
+    let due = session
+        .poll_timeout()
+        .expect("the lowered budget's next slot");
+    session.handle_timeout(due);
+    let said = drain(&mut session);
+    assert_eq!(said.sent.len(), 1);
+    assert_eq!(said.sent[0].kind, PublishKind::Create);
+    assert_eq!(
+        said.sent[0].message.id,
+        Some(MessageId::new("test-answer-0"))
+    );
+    ack(&mut session, due, said.sent[0].ticket, "s1");
+    assert_eq!(drain(&mut session).created, vec![Ok(Serial::new("s1"))]);
+    assert_eq!(session.status(id), Some(Status::Streaming));
+}
+
+#[test]
+fn a_post_refused_as_too_fast_goes_again_and_then_succeeds() {
+    let mut session = Session::new(config());
+    let prompt = Message {
+        id: Some(MessageId::new("p-1")),
+        name: Some("prompt".to_owned()),
+        ..Message::default()
+    };
+    let ticket = session.post(ms(0), ChannelName::from("ai:test"), prompt);
+    assert_eq!(drain(&mut session).posts.len(), 1);
+    nack(&mut session, ms(1), ticket, TOO_FAST);
+    let said = drain(&mut session);
+    assert!(
+        said.posted.is_empty() && said.find_posts.is_empty(),
+        "{said:?}"
+    );
+    let due = session
+        .poll_timeout()
+        .expect("the lowered budget's next slot");
+    session.handle_timeout(due);
+    let said = drain(&mut session);
+    assert_eq!(said.posts, vec![(ticket, ChannelName::from("ai:test"))]);
+    session.handle_outcome(due, ticket, Ok(vec![Some(Serial::new("p1"))]));
+    let said = drain(&mut session);
+    assert!(matches!(&said.posted[..], [(t, Ok(_))] if *t == ticket));
+}

@@ -43,7 +43,9 @@
 //! (data concatenated, version, id and extras of the latest); late joins with rewind;
 //! history reads racing live appends; viewer tokens expiring (DISCONNECTED 40142 while
 //! connected, ERROR 40142 on connect); ATTACHes left unanswered, so that a channel is
-//! suspended at its attach timeout and retried later. Creates are never refused: a refused create ends an
+//! suspended at its attach timeout and retried later; a per-connection inbound rate,
+//! enforced throughout, beyond which publishes are NACKed 42911 (the session must back off).
+//! Creates are never refused as a fault: a refused create ends an
 //! answer `failed` by design, which property 2 would then report. Faults stop at a horizon
 //! so that the world can quiesce.
 //!
@@ -94,6 +96,10 @@ pub struct Summary {
     pub frames: u64,
     /// Iterations of the world loop.
     pub steps: u64,
+    /// Publish frames the service refused as over the connection's inbound rate.
+    pub over_rate: u64,
+    /// Publish frames the service received (new msgSerials).
+    pub publishes: u64,
 }
 
 /// A seed that broke a property.

@@ -39,12 +39,14 @@ impl Faults {
     /// ATTACHes the service never answers, so the channel goes SUSPENDED at the attach
     /// timeout and retries later (RTL4f, RTL13b): the publisher's publishes wait for it.
     pub const ATTACH_SILENCE: Self = Self(1 << 11);
+    /// A per-connection inbound message rate the service enforces by NACKing 42911.
+    pub const RATE_LIMIT: Self = Self(1 << 12);
     /// Every fault class.
-    pub const ALL: Self = Self((1 << 12) - 1);
+    pub const ALL: Self = Self((1 << 13) - 1);
     /// No faults at all: the calm baseline.
     pub const NONE: Self = Self(0);
 
-    const NAMES: [(&'static str, Faults); 12] = [
+    const NAMES: [(&'static str, Faults); 13] = [
         ("cuts", Self::CUTS),
         ("resume-fail", Self::RESUME_FAILURES),
         ("replay-reorder", Self::REPLAY_REORDER),
@@ -57,11 +59,12 @@ impl Faults {
         ("history", Self::HISTORY_RACE),
         ("token", Self::TOKEN_EXPIRY),
         ("attach-silence", Self::ATTACH_SILENCE),
+        ("rate-limit", Self::RATE_LIMIT),
     ];
 
     /// Parses a comma-separated list of class names (`cuts,resume-fail,replay-reorder,
     /// attach-loss,ack-reorder,nack,skip-ack,conflate,late-join,history,token,
-    /// attach-silence`), `all` or
+    /// attach-silence,rate-limit`), `all` or
     /// `none`. Returns the unknown name on error.
     pub fn parse(list: &str) -> Result<Self, String> {
         let mut faults = Self::NONE;
@@ -139,6 +142,8 @@ pub(super) struct Plan {
     pub(super) attach_loss: u32,
     /// Chance that an ATTACH gets no reply at all.
     pub(super) attach_silence: u32,
+    /// Messages a second a connection may publish, if the service limits it.
+    pub(super) inbound_rate: Option<u32>,
     /// Chance that a resumed re-attach's replay waits (ms range) behind live deliveries.
     pub(super) replay_defer: u32,
     pub(super) replay_defer_ms: (u64, u64),
@@ -193,6 +198,8 @@ impl Plan {
         } else {
             0
         };
+        let inbound_rate = (faults.has(Faults::RATE_LIMIT) && rng.chance(300))
+            .then(|| u32::try_from(rng.range(10, 60)).unwrap_or(50));
         Self {
             answers,
             viewers,
@@ -204,6 +211,7 @@ impl Plan {
             resume_fail,
             attach_loss,
             attach_silence,
+            inbound_rate,
             replay_defer,
             replay_defer_ms: (1, rng.range(2, 60)),
             hold_ack,
@@ -223,7 +231,7 @@ impl fmt::Display for Plan {
         write!(
             f,
             "answers={} viewers={} window={}ms cut={} silent={} resume_fail={} attach_loss={} \
-             attach_silence={} replay_defer={} ({}..{}ms) hold_ack={} nack={} skip_ack={} conflate={}ms rewind={:?} \
+             attach_silence={} inbound_rate={:?} replay_defer={} ({}..{}ms) hold_ack={} nack={} skip_ack={} conflate={}ms rewind={:?} \
              token_ttl={:?} history_delay={}ms late_joins={} json={}",
             self.answers,
             self.viewers,
@@ -233,6 +241,7 @@ impl fmt::Display for Plan {
             self.resume_fail,
             self.attach_loss,
             self.attach_silence,
+            self.inbound_rate,
             self.replay_defer,
             self.replay_defer_ms.0,
             self.replay_defer_ms.1,

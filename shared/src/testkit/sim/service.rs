@@ -45,6 +45,8 @@ pub(super) const TOKEN_EXPIRED: u32 = 40142;
 pub(super) const CONNECTION_EXPIRED: u32 = 80008;
 /// The service failed to process a message.
 pub(super) const INTERNAL_ERROR: u32 = 50001;
+/// The connection publishes faster than its inbound rate allows.
+pub(super) const TOO_FAST: u32 = 42911;
 /// An append or update names a serial the channel does not hold.
 pub(super) const UNKNOWN_SERIAL: u32 = 40400;
 /// The request cannot be processed as sent.
@@ -110,6 +112,8 @@ struct Conn {
     processed: BTreeMap<u64, Outcome>,
     attachment: Option<Attachment>,
     token_expires: Option<Instant>,
+    /// When its messages of the last second were published, for the inbound rate.
+    published: VecDeque<Instant>,
 }
 
 #[derive(Clone, Debug)]
@@ -150,6 +154,9 @@ pub(super) struct Service {
     skipped: Vec<(Instant, LinkId, ProtocolMessage)>,
     nacked_updates: BTreeMap<Serial, u32>,
     outbox: VecDeque<(LinkId, Down)>,
+    /// Publishes refused as over the inbound rate, and publishes accepted.
+    pub(super) over_rate: u64,
+    pub(super) accepted: u64,
 }
 
 impl Service {
@@ -173,6 +180,8 @@ impl Service {
             skipped: Vec::new(),
             nacked_updates: BTreeMap::new(),
             outbox: VecDeque::new(),
+            over_rate: 0,
+            accepted: 0,
         }
     }
 
@@ -409,6 +418,7 @@ impl Service {
                         processed: BTreeMap::new(),
                         attachment: None,
                         token_expires: None,
+                        published: VecDeque::new(),
                     },
                 );
                 id
@@ -770,10 +780,35 @@ impl Service {
             self.enqueue(now, link, reply);
             return;
         }
+        let messages = frame.messages.unwrap_or_default();
+        if self.over_rate(now, conn_id, messages.len()) {
+            self.over_rate += 1;
+            trace.note(
+                now,
+                Actor::Service,
+                None,
+                format!(
+                    "NACK {TOO_FAST} msgSerial {}: over the inbound rate of {}/s",
+                    msg_serial.0,
+                    self.plan.inbound_rate.unwrap_or(0)
+                ),
+            );
+            let outcome = Err(ErrorInfo::new(
+                TOO_FAST,
+                429,
+                "maximum publish rate exceeded",
+            ));
+            if let Some(conn) = self.conns.get_mut(conn_id) {
+                conn.processed.insert(msg_serial.0, outcome.clone());
+            }
+            self.enqueue(now, link, ack_frame(msg_serial.0, outcome));
+            return;
+        }
+        self.accepted += 1;
         let mut serials = Vec::new();
         let mut error = None;
         let mut is_append = false;
-        for msg in frame.messages.unwrap_or_default() {
+        for msg in messages {
             is_append |= msg.action() == MessageAction::APPEND;
             if let Some(done) = msg.id.as_ref().and_then(|id| self.ids.get(id)) {
                 trace.note(
@@ -849,6 +884,29 @@ impl Service {
         } else {
             self.enqueue(now, link, reply);
         }
+    }
+
+    /// Whether `count` more messages from the connection would exceed the plan's inbound
+    /// rate over the last second (enforced throughout, as Ably does); counts them if not.
+    fn over_rate(&mut self, now: Instant, conn_id: &ConnectionId, count: usize) -> bool {
+        let Some(rate) = self.plan.inbound_rate else {
+            return false;
+        };
+        let Some(conn) = self.conns.get_mut(conn_id) else {
+            return false;
+        };
+        while conn
+            .published
+            .front()
+            .is_some_and(|at| now.saturating_since(*at) >= Duration::from_secs(1))
+        {
+            conn.published.pop_front();
+        }
+        if conn.published.len() + count > usize::try_from(rate).unwrap_or(usize::MAX) {
+            return true;
+        }
+        conn.published.extend(std::iter::repeat_n(now, count));
+        false
     }
 
     fn should_nack(&mut self, msg: &Message) -> bool {

@@ -52,6 +52,8 @@ pub(super) fn run(seed: u64, faults: Faults) -> Result<Summary, Box<Failure>> {
         sim_ms: world.now.as_millis(),
         frames: world.frames,
         steps: world.steps,
+        over_rate: world.service.over_rate,
+        publishes: world.service.accepted + world.service.over_rate,
     };
     match world.violation.take() {
         None => Ok(summary),
