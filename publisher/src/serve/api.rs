@@ -17,7 +17,7 @@ use shared::connection::{AttachOptions, ConnectionState};
 use shared::headers::{CANCEL_NAME, PROMPT_NAME};
 use shared::protocol::Message;
 use shared::{ChannelName, Serial};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
 use super::error::ApiError;
 use super::guard::client_address;
@@ -33,9 +33,9 @@ type Peer = ConnectInfo<SocketAddr>;
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// How long a prompt request waits for its answer's create to be ACKed before it replies
-/// that the answer is pending.
-const CREATED_WAIT: Duration = Duration::from_secs(25);
+/// How long a prompt request waits for its prompt to be published and its answer's create
+/// to be ACKed before it replies that the answer is pending.
+const REPLY_WAIT: Duration = Duration::from_secs(25);
 
 /// How much history to read for context.
 const HISTORY_LIMIT: u32 = 100;
@@ -192,26 +192,6 @@ async fn start_answer(state: &Arc<State>, body: Body) -> Result<Response, ApiErr
         &input,
     );
 
-    let prompt_message = Message {
-        name: Some(PROMPT_NAME.to_owned()),
-        data: Some(Value::String(input.clone())),
-        ..Message::default()
-    };
-    let prompt_serial = match state.answers.post(&channel, prompt_message).await {
-        Ok(serials) => serials.into_iter().next().flatten(),
-        Err(err) => {
-            ended_on(state, &channel);
-            return Err(ApiError::upstream(format!(
-                "the prompt could not be published: {}",
-                crate::answer::describe_refusal(&err)
-            )));
-        }
-    };
-    state
-        .metrics
-        .prompts_accepted
-        .fetch_add(1, Ordering::Relaxed);
-
     let job = Job {
         channel: channel.clone(),
         request: ResponseRequest {
@@ -220,39 +200,97 @@ async fn start_answer(state: &Arc<State>, body: Body) -> Result<Response, ApiErr
             instructions: state.settings.instructions.clone(),
             max_output_tokens: state.settings.max_output_tokens,
         },
-        prompt: prompt_serial.clone(),
+        prompt: None,
     };
+    // The prompt and its answer go on in a task of their own, so that a client that gives
+    // up or disconnects cannot leave a published prompt without its answer.
+    let (progress_tx, mut progress) = mpsc::unbounded_channel();
+    tokio::spawn(ask(Arc::clone(state), job, input, progress_tx));
+    let deadline = tokio::time::Instant::now() + REPLY_WAIT;
+    let mut prompt_serial: Option<Serial> = None;
+    loop {
+        match tokio::time::timeout_at(deadline, progress.recv()).await {
+            Ok(Some(Progress::Prompted(serial))) => prompt_serial = serial,
+            Ok(Some(Progress::Refused(err))) => return Err(err),
+            Ok(Some(Progress::Created(Ok(serial)))) => {
+                return Ok(accepted(&channel, Some(&serial), prompt_serial.as_ref()));
+            }
+            Ok(Some(Progress::Created(Err(error)))) => {
+                return Err(ApiError::upstream(format!(
+                    "the answer could not be created: {error}"
+                )));
+            }
+            Ok(None) => {
+                return Err(ApiError::upstream(
+                    "the answer ended before its message was acknowledged",
+                ));
+            }
+            // The connection is slow (down, resuming, its channel suspended): the prompt
+            // and the answer go on, and the session sees to it that a published prompt gets
+            // an answer on the channel, or one born `failed`. The caller finds it there by
+            // its `prompt` header.
+            Err(_) => return Ok(accepted(&channel, None, prompt_serial.as_ref())),
+        }
+    }
+}
+
+/// What became of a prompt, for the request that posted it.
+enum Progress {
+    /// The prompt is on the channel (with its serial, if the ACK carried one).
+    Prompted(Option<Serial>),
+    /// The prompt could not be published.
+    Refused(ApiError),
+    /// The answer's create was ACKed, or the answer could not be started.
+    Created(Result<Serial, String>),
+}
+
+/// `202 Accepted`: the answer's serial, or `pending` while its create is not ACKed.
+fn accepted(channel: &ChannelName, serial: Option<&Serial>, prompt: Option<&Serial>) -> Response {
+    let mut body = json!({
+        "channel": channel.as_str(),
+        "serial": serial.map(Serial::as_str),
+        "prompt": prompt.map(Serial::as_str),
+    });
+    if serial.is_none() {
+        body["pending"] = Value::Bool(true);
+    }
+    (StatusCode::ACCEPTED, Json(body)).into_response()
+}
+
+/// Publishes the prompt, then runs its answer; tells `progress` how far it got, while anyone
+/// listens.
+async fn ask(
+    state: Arc<State>,
+    mut job: Job,
+    input: String,
+    progress: mpsc::UnboundedSender<Progress>,
+) {
+    let prompt_message = Message {
+        name: Some(PROMPT_NAME.to_owned()),
+        data: Some(Value::String(input)),
+        ..Message::default()
+    };
+    let prompt_serial = match state.answers.post(&job.channel, prompt_message).await {
+        Ok(serials) => serials.into_iter().next().flatten(),
+        Err(err) => {
+            ended_on(&state, &job.channel);
+            let _ = progress.send(Progress::Refused(ApiError::upstream(format!(
+                "the prompt could not be published: {}",
+                crate::answer::describe_refusal(&err)
+            ))));
+            return;
+        }
+    };
+    state
+        .metrics
+        .prompts_accepted
+        .fetch_add(1, Ordering::Relaxed);
+    let _ = progress.send(Progress::Prompted(prompt_serial.clone()));
+    job.prompt = prompt_serial;
     let (created_tx, created_rx) = oneshot::channel();
-    spawn_answer(state, job, created_tx);
-    match tokio::time::timeout(CREATED_WAIT, created_rx).await {
-        Ok(Ok(Ok(serial))) => Ok((
-            StatusCode::ACCEPTED,
-            Json(json!({
-                "channel": channel.as_str(),
-                "serial": serial.as_str(),
-                "prompt": prompt_serial.as_ref().map(Serial::as_str),
-            })),
-        )
-            .into_response()),
-        Ok(Ok(Err(error))) => Err(ApiError::upstream(format!(
-            "the answer could not be created: {error}"
-        ))),
-        Ok(Err(_)) => Err(ApiError::upstream(
-            "the answer ended before its message was acknowledged",
-        )),
-        // The connection is slow to ACK (down, resuming): the answer goes on, and the
-        // session sees to it that the prompt gets an answer on the channel, or one born
-        // `failed`. The caller finds it there by its `prompt` header.
-        Err(_) => Ok((
-            StatusCode::ACCEPTED,
-            Json(json!({
-                "channel": channel.as_str(),
-                "serial": null,
-                "pending": true,
-                "prompt": prompt_serial.as_ref().map(Serial::as_str),
-            })),
-        )
-            .into_response()),
+    spawn_answer(&state, job, created_tx);
+    if let Ok(created) = created_rx.await {
+        let _ = progress.send(Progress::Created(created));
     }
 }
 

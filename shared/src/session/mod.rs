@@ -30,7 +30,8 @@
 //!   prompts and cancels included ([`Session::post`]); the driver never paces.
 //! - No publish leaves for a channel that would refuse it for its state
 //!   ([`Session::set_blocked`]) until it is attached again or has been blocked for
-//!   [`SessionConfig::reconnect_wait`]; a suspension costs a wait, never a refusal.
+//!   [`SessionConfig::reconnect_wait`]; a suspension costs a wait, never a refusal. A post
+//!   waits [`SessionConfig::post_wait`] at most, then is refused without being sent.
 
 mod answer;
 
@@ -46,7 +47,7 @@ use crate::connection::{errors, Limits, PublishOutcome};
 use crate::headers::Status;
 use crate::ids::{ChannelName, MessageId, Serial};
 use crate::openai::StreamEvent;
-use crate::protocol::Message;
+use crate::protocol::{ErrorInfo, Message};
 use crate::relay::{Budget, Relay, RelayConfig};
 use crate::time::Instant;
 
@@ -116,6 +117,10 @@ pub struct SessionConfig {
     pub drain_timeout: Duration,
     /// How long a resend or a lookup waits for the connection to come back.
     pub reconnect_wait: Duration,
+    /// How long a post may wait to be handed out (for the budget, for a blocked channel, or
+    /// to go again after a rate-limit refusal) before it is refused: someone is waiting
+    /// for its outcome.
+    pub post_wait: Duration,
     /// How often a refused or overtaken final update is sent again.
     pub update_resends: u32,
 }
@@ -132,6 +137,7 @@ impl Default for SessionConfig {
             create_timeout: Duration::from_secs(150),
             drain_timeout: Duration::from_secs(75),
             reconnect_wait: Duration::from_secs(60),
+            post_wait: Duration::from_secs(20),
             update_resends: 3,
         }
     }
@@ -250,7 +256,7 @@ pub struct Session {
     /// Each post's channel and when it was posted, for as long as its ticket is alive.
     post_channels: HashMap<Ticket, (ChannelName, Instant)>,
     /// Posts being looked for, with the error they were refused with.
-    post_lookups: HashMap<Ticket, crate::protocol::ErrorInfo>,
+    post_lookups: HashMap<Ticket, ErrorInfo>,
     outputs: VecDeque<Output>,
     next_answer: u64,
     next_ticket: u64,
@@ -384,7 +390,7 @@ impl Session {
     }
 
     /// A post's ACK or NACK. Refused as too fast, it is sent again once the lowered budget
-    /// allows, for up to [`SessionConfig::reconnect_wait`] after it was posted; refused
+    /// allows, within [`SessionConfig::post_wait`] of when it was posted; refused
     /// unclearly, the server may have stored it all the same (an implicit
     /// NACK of a frame it applied, an ACK lost with the connection): someone's prompt must
     /// not sit on the channel unanswered, nor be sent twice, so the channel is searched for
@@ -400,9 +406,7 @@ impl Session {
             return;
         };
         match outcome {
-            Err(error)
-                if errors::is_rate_limit(&error) && now < posted + self.config.reconnect_wait =>
-            {
+            Err(error) if errors::is_rate_limit(&error) && now < posted + self.config.post_wait => {
                 self.posts.push_front((ticket, channel, message));
                 self.pump_posts(now);
             }
@@ -544,6 +548,7 @@ impl Session {
                 *until = None;
             }
         }
+        self.expire_posts(now);
         self.pump_posts(now);
         let ids: Vec<AnswerId> = self.answers.keys().copied().collect();
         for id in ids {
@@ -570,6 +575,7 @@ impl Session {
             .chain(self.paced_until)
             .chain(blocked)
             .chain(throttle)
+            .chain(self.post_deadline())
             .min()
     }
 
@@ -708,6 +714,39 @@ impl Session {
                 });
             }
         }
+    }
+
+    /// Refuses the queued posts that have waited [`SessionConfig::post_wait`].
+    fn expire_posts(&mut self, now: Instant) {
+        let wait = self.config.post_wait;
+        let mut expired = Vec::new();
+        self.posts.retain(|(ticket, _, _)| {
+            let due = self
+                .post_channels
+                .get(ticket)
+                .is_some_and(|(_, posted)| *posted + wait <= now);
+            if due {
+                expired.push(*ticket);
+            }
+            !due
+        });
+        for ticket in expired {
+            let why = ErrorInfo::new(
+                errors::CHANNEL_INVALID_STATE,
+                503,
+                format!("the channel took no publishes for {wait:?}"),
+            );
+            self.posted(ticket, Err(why));
+        }
+    }
+
+    /// When the oldest queued post is to be refused, if any is queued.
+    fn post_deadline(&self) -> Option<Instant> {
+        self.posts
+            .iter()
+            .filter_map(|(ticket, _, _)| self.post_channels.get(ticket))
+            .map(|(_, posted)| *posted + self.config.post_wait)
+            .min()
     }
 
     /// Whether a post could go now (budget permitting): answers wait behind it.

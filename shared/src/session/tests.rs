@@ -698,3 +698,29 @@ fn a_post_refused_as_too_fast_goes_again_and_then_succeeds() {
     let said = drain(&mut session);
     assert!(matches!(&said.posted[..], [(t, Ok(_))] if *t == ticket));
 }
+
+#[test]
+fn a_post_whose_channel_stays_suspended_is_refused_after_the_post_wait_unsent() {
+    let mut session = Session::new(config());
+    let channel = ChannelName::from("ai:test");
+    session.set_blocked(ms(0), [&channel]);
+    let prompt = Message {
+        id: Some(MessageId::new("p-1")),
+        name: Some("prompt".to_owned()),
+        ..Message::default()
+    };
+    let ticket = session.post(ms(0), channel.clone(), prompt);
+    assert!(drain(&mut session).posts.is_empty());
+    let due = session.poll_timeout().expect("the post's deadline");
+    assert_eq!(due, ms(0) + config().post_wait);
+    session.handle_timeout(due);
+    let said = drain(&mut session);
+    assert!(said.posts.is_empty(), "never sent: {said:?}");
+    assert!(
+        matches!(&said.posted[..], [(t, Err(e))] if *t == ticket && e.code == errors::CHANNEL_INVALID_STATE),
+        "{said:?}"
+    );
+    // Nothing is left to wake for but the channel's own wait.
+    session.set_blocked(due, []);
+    assert_eq!(session.poll_timeout(), None);
+}
