@@ -113,6 +113,22 @@ fn nack(session: &mut Session, now: Instant, ticket: Ticket, code: u32) {
     session.handle_outcome(now, ticket, Err(ErrorInfo::new(code, 500, "refused")));
 }
 
+/// A prompt message with its own id, as the daemon posts it.
+fn prompt(id: &str) -> Message {
+    Message {
+        id: Some(MessageId::new(id)),
+        name: Some("prompt".to_owned()),
+        ..Message::default()
+    }
+}
+
+/// Fires the session's next deadline and returns what it said then.
+fn next_deadline(session: &mut Session, what: &str) -> (Instant, Said) {
+    let due = session.poll_timeout().expect(what);
+    session.handle_timeout(due);
+    (due, drain(session))
+}
+
 /// Starts one answer and ACKs its create as `s1`.
 fn started(config: SessionConfig) -> (Session, AnswerId) {
     let mut session = Session::new(config);
@@ -384,11 +400,7 @@ fn prompts_and_cancels_go_through_the_budget_ahead_of_answers() {
     // The create took one of two; the first append takes the other.
     session.handle_stream_event(ms(3), id, &delta("a"));
     assert_eq!(drain(&mut session).sent.len(), 1);
-    let prompt = Message {
-        name: Some("prompt".to_owned()),
-        ..Message::default()
-    };
-    let ticket = session.post(ms(4), ChannelName::from("ai:test"), prompt);
+    let ticket = session.post(ms(4), ChannelName::from("ai:test"), prompt("p-1"));
     session.cancel(ms(4), id);
     let said = drain(&mut session);
     assert!(said.posts.is_empty() && said.sent.is_empty(), "{said:?}");
@@ -505,11 +517,6 @@ fn cd2d_an_answer_fits_in_one_frame_as_well_as_in_one_message() {
 #[test]
 fn a_post_refused_unclearly_is_looked_for_by_id_before_it_is_called_refused() {
     let mut session = Session::new(config());
-    let prompt = |id: &str| Message {
-        id: Some(MessageId::new(id)),
-        name: Some("prompt".to_owned()),
-        ..Message::default()
-    };
     let stored = session.post(ms(0), ChannelName::from("ai:test"), prompt("p-1"));
     let lost = session.post(ms(0), ChannelName::from("ai:test"), prompt("p-2"));
     let refused = session.post(ms(0), ChannelName::from("ai:test"), prompt("p-3"));
@@ -541,12 +548,7 @@ fn rtl6c4_a_post_on_a_suspended_channel_waits_for_it_and_does_not_hold_up_others
     let (mut session, id) = started(config());
     let suspended = ChannelName::from("ai:other");
     session.set_blocked(ms(3), [&suspended]);
-    let prompt = Message {
-        id: Some(MessageId::new("p-1")),
-        name: Some("prompt".to_owned()),
-        ..Message::default()
-    };
-    let ticket = session.post(ms(3), suspended.clone(), prompt);
+    let ticket = session.post(ms(3), suspended.clone(), prompt("p-1"));
     session.handle_stream_event(ms(4), id, &delta("Hi"));
     let said = drain(&mut session);
     assert!(said.posts.is_empty() && said.posted.is_empty(), "{said:?}");
@@ -656,11 +658,7 @@ fn a_create_refused_as_too_fast_goes_again_with_its_id() {
         said.lookups.is_empty() && said.created.is_empty(),
         "{said:?}"
     );
-    let due = session
-        .poll_timeout()
-        .expect("the lowered budget's next slot");
-    session.handle_timeout(due);
-    let said = drain(&mut session);
+    let (due, said) = next_deadline(&mut session, "the lowered budget's next slot");
     assert_eq!(said.sent.len(), 1);
     assert_eq!(said.sent[0].kind, PublishKind::Create);
     assert_eq!(
@@ -675,12 +673,7 @@ fn a_create_refused_as_too_fast_goes_again_with_its_id() {
 #[test]
 fn a_post_refused_as_too_fast_goes_again_and_then_succeeds() {
     let mut session = Session::new(config());
-    let prompt = Message {
-        id: Some(MessageId::new("p-1")),
-        name: Some("prompt".to_owned()),
-        ..Message::default()
-    };
-    let ticket = session.post(ms(0), ChannelName::from("ai:test"), prompt);
+    let ticket = session.post(ms(0), ChannelName::from("ai:test"), prompt("p-1"));
     assert_eq!(drain(&mut session).posts.len(), 1);
     nack(&mut session, ms(1), ticket, TOO_FAST);
     let said = drain(&mut session);
@@ -688,11 +681,7 @@ fn a_post_refused_as_too_fast_goes_again_and_then_succeeds() {
         said.posted.is_empty() && said.find_posts.is_empty(),
         "{said:?}"
     );
-    let due = session
-        .poll_timeout()
-        .expect("the lowered budget's next slot");
-    session.handle_timeout(due);
-    let said = drain(&mut session);
+    let (due, said) = next_deadline(&mut session, "the lowered budget's next slot");
     assert_eq!(said.posts, vec![(ticket, ChannelName::from("ai:test"))]);
     session.handle_outcome(due, ticket, Ok(vec![Some(Serial::new("p1"))]));
     let said = drain(&mut session);
@@ -704,12 +693,7 @@ fn a_post_whose_channel_stays_suspended_is_refused_after_the_post_wait_unsent() 
     let mut session = Session::new(config());
     let channel = ChannelName::from("ai:test");
     session.set_blocked(ms(0), [&channel]);
-    let prompt = Message {
-        id: Some(MessageId::new("p-1")),
-        name: Some("prompt".to_owned()),
-        ..Message::default()
-    };
-    let ticket = session.post(ms(0), channel.clone(), prompt);
+    let ticket = session.post(ms(0), channel.clone(), prompt("p-1"));
     assert!(drain(&mut session).posts.is_empty());
     let due = session.poll_timeout().expect("the post's deadline");
     assert_eq!(due, ms(0) + config().post_wait);
