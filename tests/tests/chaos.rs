@@ -857,12 +857,19 @@ async fn every_answer_survives_a_network_that_keeps_breaking() {
                     ));
                 }
             }
-            // Pending: its answer is found by its prompt.
+            // Pending: its answer is found by its prompt, and the prompt by its serial or,
+            // when its ACK had not come either, by its text.
             Ok((None, prompt)) => {
                 let answered = record.is_some_and(|r| {
+                    let prompt = prompt.clone().or_else(|| {
+                        r.prompts
+                            .iter()
+                            .find(|(_, text)| **text == post.input)
+                            .map(|(serial, _)| serial.clone())
+                    });
                     r.answers
                         .values()
-                        .any(|(_, _, of)| of.is_some() && of == prompt)
+                        .any(|(_, _, of)| of.is_some() && *of == prompt)
                 });
                 if !answered {
                     problems.push(format!(
