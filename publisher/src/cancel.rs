@@ -22,6 +22,8 @@ pub struct Registry(Arc<Mutex<Inner>>);
 struct Inner {
     next: u64,
     answers: HashMap<u64, Entry>,
+    /// Every answer was stopped, and answers registered from now on start stopped.
+    stopped: Option<Stop>,
 }
 
 struct Entry {
@@ -38,8 +40,8 @@ pub struct Registration {
 impl Registry {
     /// Registers a new answer; its stop signal is the returned receiver.
     pub fn register(&self) -> (Registration, watch::Receiver<Stop>) {
-        let (tx, rx) = watch::channel(Stop::No);
-        let id = self.with(|inner| {
+        let (id, rx) = self.with(|inner| {
+            let (tx, rx) = watch::channel(inner.stopped.unwrap_or(Stop::No));
             inner.next += 1;
             let id = inner.next;
             inner.answers.insert(
@@ -49,7 +51,7 @@ impl Registry {
                     stop: tx,
                 },
             );
-            id
+            (id, rx)
         });
         (
             Registration {
@@ -74,9 +76,11 @@ impl Registry {
         })
     }
 
-    /// Stops every running answer; returns how many.
+    /// Stops every running answer, and every answer registered from now on; returns how
+    /// many were running.
     pub fn stop_all(&self, why: Stop) -> usize {
         self.with(|inner| {
+            inner.stopped = Some(why);
             for entry in inner.answers.values() {
                 entry.stop.send_replace(why);
             }

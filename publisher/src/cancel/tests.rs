@@ -39,4 +39,8 @@ fn stop_reaches_the_answer_with_that_serial_only() {
     assert_eq!(registry.len(), 1);
     assert_eq!(registry.stop_all(Stop::Shutdown), 1);
     assert_eq!(*b_stop.borrow(), Stop::Shutdown);
+    // An answer whose prompt was still being published when every answer was stopped
+    // starts stopped, so it ends at once instead of streaming past the shutdown.
+    let (_late, late_stop) = registry.register();
+    assert_eq!(*late_stop.borrow(), Stop::Shutdown);
 }

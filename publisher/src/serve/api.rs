@@ -205,7 +205,7 @@ async fn start_answer(state: &Arc<State>, body: Body) -> Result<Response, ApiErr
     // The prompt and its answer go on in a task of their own, so that a client that gives
     // up or disconnects cannot leave a published prompt without its answer.
     let (progress_tx, mut progress) = mpsc::unbounded_channel();
-    tokio::spawn(ask(Arc::clone(state), job, input, progress_tx));
+    spawn_tracked(state, ask(Arc::clone(state), job, input, progress_tx));
     let deadline = tokio::time::Instant::now() + REPLY_WAIT;
     let mut prompt_serial: Option<Serial> = None;
     loop {
@@ -288,34 +288,41 @@ async fn ask(
     let _ = progress.send(Progress::Prompted(prompt_serial.clone()));
     job.prompt = prompt_serial;
     let (created_tx, created_rx) = oneshot::channel();
-    spawn_answer(&state, job, created_tx);
-    if let Ok(created) = created_rx.await {
-        let _ = progress.send(Progress::Created(created));
-    }
+    let forward = async move {
+        if let Ok(created) = created_rx.await {
+            let _ = progress.send(Progress::Created(created));
+        }
+    };
+    tokio::join!(run_answer(&state, job, created_tx), forward);
 }
 
-/// Runs one answer in the background, registered for cancel and shutdown.
-fn spawn_answer(state: &Arc<State>, job: Job, created: oneshot::Sender<Result<Serial, String>>) {
-    let task_state = Arc::clone(state);
-    let task = async move {
-        let (registration, stop) = task_state.registry.register();
-        let mut created = Some(created);
-        let mut observer = Registering {
-            registration: &registration,
-            inner: &mut created as &mut (dyn Observer + Send),
-        };
-        let channel = job.channel.clone();
-        let report = task_state.answers.run(job, stop, &mut observer).await;
-        ended_on(&task_state, &channel);
-        tracing::info!(
-            %channel,
-            serial = report.serial.as_ref().map(Serial::as_str).unwrap_or("-"),
-            status = %report.status,
-            detail = report.detail.as_deref().unwrap_or(""),
-            messages = report.messages,
-            "answer ended"
-        );
+/// Runs one answer, registered for cancel and shutdown.
+async fn run_answer(
+    state: &Arc<State>,
+    job: Job,
+    created: oneshot::Sender<Result<Serial, String>>,
+) {
+    let (registration, stop) = state.registry.register();
+    let mut created = Some(created);
+    let mut observer = Registering {
+        registration: &registration,
+        inner: &mut created as &mut (dyn Observer + Send),
     };
+    let channel = job.channel.clone();
+    let report = state.answers.run(job, stop, &mut observer).await;
+    ended_on(state, &channel);
+    tracing::info!(
+        %channel,
+        serial = report.serial.as_ref().map(Serial::as_str).unwrap_or("-"),
+        status = %report.status,
+        detail = report.detail.as_deref().unwrap_or(""),
+        messages = report.messages,
+        "answer ended"
+    );
+}
+
+/// Runs `task` in the background among the tasks that shutdown waits for.
+fn spawn_tracked(state: &State, task: impl std::future::Future<Output = ()> + Send + 'static) {
     match state.tasks.lock() {
         Ok(mut tasks) => {
             // Reap finished tasks so the set does not grow without bound.
