@@ -121,6 +121,7 @@ fn failed_report(error: &str) -> Report {
         messages: 0,
         repairs: 0,
         resends: 0,
+        gave_up: false,
         retries: 0,
     }
 }
@@ -356,6 +357,16 @@ impl Answers {
                 Ok(())
             }
         }
+    }
+
+    /// Each running answer and what it is waiting for, in words (empty once the session
+    /// has stopped).
+    pub async fn describe(&self) -> Vec<String> {
+        let (reply, described) = oneshot::channel();
+        if self.session().send(Command::Describe { reply }).is_err() {
+            return Vec::new();
+        }
+        described.await.unwrap_or_default()
     }
 
     /// How many answers are streaming or draining now.

@@ -797,8 +797,14 @@ async fn every_answer_survives_a_network_that_keeps_breaking() {
     }
     let settle_took = settle_began.elapsed();
     if !settled {
+        let snapshot = daemon.state.answers.realtime.snapshot();
+        let waiting = daemon.state.answers.describe().await;
         problems.push(format!(
-            "the daemon and history did not settle within {SETTLE:?} after the chaos"
+            "the daemon and history did not settle within {SETTLE:?} after the chaos; its \
+             connection is {} (blocked channels {:?}), and its session says:\n    {}",
+            snapshot.state,
+            snapshot.blocked,
+            waiting.join("\n    ")
         ));
     }
 

@@ -41,6 +41,8 @@ pub(super) enum Command {
         message: Box<Message>,
         reply: oneshot::Sender<PublishOutcome>,
     },
+    /// Each running answer and what it waits for, in words.
+    Describe { reply: oneshot::Sender<Vec<String>> },
 }
 
 /// What happened to an answer's model stream.
@@ -152,6 +154,9 @@ impl SessionTask {
     ) {
         let now = self.now();
         match command {
+            Command::Describe { reply } => {
+                let _ = reply.send(self.session.describe(now));
+            }
             Command::Post {
                 channel,
                 message,

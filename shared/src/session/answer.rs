@@ -94,6 +94,8 @@ pub(super) struct Answer {
     announced: bool,
     /// Publishing cannot go on (93002, outcomes that never came).
     fatal: Option<String>,
+    /// The drain timeout ended the answer.
+    gave_up: bool,
     publish_error: Option<String>,
     /// The latest full-text update (or replacement), kept to send again.
     last_update: Option<Message>,
@@ -129,6 +131,7 @@ impl Answer {
             create_failed: false,
             announced: false,
             fatal: None,
+            gave_up: false,
             publish_error: None,
             last_update: None,
             update_resends: 0,
@@ -205,6 +208,47 @@ impl Answer {
                 && !self.relay.has_op())
     }
 
+    /// What the answer is waiting for, in words: for an operator, or a test's failure report.
+    pub(super) fn describe(&self) -> String {
+        let serial = self.relay.serial().map_or("no serial", |s| s.as_str());
+        let mut parts = vec![format!(
+            "{} on {}, {}, stream {}",
+            serial,
+            self.channel,
+            self.relay.status(),
+            if self.relay.is_finished() {
+                "finished"
+            } else {
+                "running"
+            },
+        )];
+        if self.pending > 0 {
+            parts.push(format!("{} publishes awaiting their outcome", self.pending));
+        }
+        if !self.outbox.is_empty() {
+            parts.push(format!("{} resends queued", self.outbox.len()));
+        }
+        if self.relay.has_op() {
+            parts.push("relay has operations queued".to_owned());
+        }
+        if let Some((kind, _, until)) = &self.held {
+            parts.push(format!(
+                "{kind:?} held for the connection until {}ms",
+                until.as_millis()
+            ));
+        }
+        if self.lookup != Lookup::Idle {
+            parts.push(format!("create lookup {:?}", self.lookup));
+        }
+        if let Some(at) = self.drain_deadline {
+            parts.push(format!("drain deadline {}ms", at.as_millis()));
+        }
+        if let Some(fatal) = &self.fatal {
+            parts.push(format!("fatal: {fatal}"));
+        }
+        parts.join("; ")
+    }
+
     /// The announcement still owed to whoever waits for the create, if any.
     pub(super) fn unannounced(&mut self) -> Option<Result<Serial, String>> {
         if self.announced {
@@ -279,6 +323,7 @@ impl Answer {
             }
         }
         if self.drain_deadline.is_some_and(|at| at <= now) {
+            self.gave_up = self.pending > 0 || !self.outbox.is_empty();
             if self.pending > 0 {
                 self.fatal = Some(format!(
                     "{} publishes had no ACK within {:?}",
@@ -433,6 +478,7 @@ impl Answer {
             messages: self.messages,
             repairs: self.repairs,
             resends: self.update_resends,
+            gave_up: self.gave_up,
             retries: 0,
         };
         if let Some(fatal) = &self.fatal {

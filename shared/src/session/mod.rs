@@ -171,6 +171,9 @@ pub struct Report {
     /// Times the final update was sent again (lost with the connection, or overtaken by a
     /// publish that landed after it).
     pub resends: u32,
+    /// The answer stopped waiting for outcomes or resends that never came
+    /// ([`SessionConfig::drain_timeout`]).
+    pub gave_up: bool,
     /// Retries the model request needed before its stream began: the driver's to fill in,
     /// since the session never sees the request.
     pub retries: u32,
@@ -582,6 +585,32 @@ impl Session {
     /// How many answers are running (streaming or draining).
     pub fn active(&self) -> usize {
         self.answers.len()
+    }
+
+    /// Each running answer and what it waits for, in words, at `now` (simulated or real
+    /// milliseconds), with whether its channel is blocked and the connection is up.
+    pub fn describe(&self, now: Instant) -> Vec<String> {
+        let mut lines: Vec<String> = self
+            .answers
+            .iter()
+            .map(|(id, answer)| {
+                let blocked = if self.is_blocked(&answer.channel) {
+                    "; channel blocked"
+                } else {
+                    ""
+                };
+                format!("{id}: {}{blocked}", answer.describe())
+            })
+            .collect();
+        lines.push(format!(
+            "at {}ms: connected {}, {} posts queued, throttled {}, paced until {:?}",
+            now.as_millis(),
+            self.connected,
+            self.posts.len(),
+            self.throttled.is_some(),
+            self.paced_until.map(Instant::as_millis),
+        ));
+        lines
     }
 
     /// An answer's text so far.

@@ -333,11 +333,18 @@ fn an_answer_whose_outcomes_never_come_ends_after_the_drain_timeout() {
     drain(&mut session);
     let due = session.poll_timeout().expect("the drain deadline");
     assert_eq!(due, ms(3) + SessionConfig::default().drain_timeout);
+    let waiting = session.describe(ms(4)).join("\n");
+    assert!(
+        waiting.contains("publishes awaiting their outcome") && waiting.contains("drain deadline"),
+        "{waiting}"
+    );
     session.handle_timeout(due);
     let report = drain(&mut session).ended.pop().expect("ended");
+    assert!(report.gave_up);
     assert!(report
         .publish_error
         .is_some_and(|e| e.contains("had no ACK")));
+    assert_eq!(session.describe(due).len(), 1, "only the session's own line is left");
 }
 
 #[test]

@@ -45,6 +45,8 @@ pub(super) struct Publisher {
     lookups: Vec<(AnswerId, Instant, MessageId)>,
     /// Why an answer could not reach its viewers (a refused create or final update).
     pub(super) problems: Vec<String>,
+    /// Answers that stopped waiting for outcomes that never came (drain timeout).
+    pub(super) gave_up: Vec<String>,
 }
 
 impl Publisher {
@@ -83,6 +85,7 @@ impl Publisher {
             pending: BTreeMap::new(),
             lookups: Vec::new(),
             problems: Vec::new(),
+            gave_up: Vec::new(),
         }
     }
 
@@ -279,6 +282,10 @@ impl Publisher {
                         ),
                     );
                     if let Some(error) = report.publish_error {
+                        if report.gave_up {
+                            self.gave_up
+                                .push(format!("{answer} at {}ms: {error}", now.as_millis()));
+                        }
                         self.problems.push(format!("{answer}: {error}"));
                     }
                     if let Some(run) = self.runs.iter_mut().find(|r| r.id == Some(answer)) {

@@ -773,6 +773,13 @@ impl World {
     fn final_checks(&mut self) {
         let now = self.now;
         let problems = self.publisher.problems.join("; ");
+        // Liveness: the connection comes back once the faults stop, and every publish it was
+        // handed gets its outcome, so no answer may end by giving up on one.
+        if let Some(first) = self.publisher.gave_up.first() {
+            let what = format!("an answer gave up waiting for its outcomes: {first}");
+            self.fail(None, None, what);
+            return;
+        }
         for (v, viewer) in self.viewers.iter().enumerate() {
             if let Some(mut violation) = check::final_viewer(now, v, viewer, &self.models) {
                 if !problems.is_empty() {
