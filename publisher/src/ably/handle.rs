@@ -19,6 +19,7 @@ use shared::ChannelName;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::driver::Driver;
+use super::replies::Replies;
 
 /// Where to get a fresh token when the connection needs one (token auth).
 pub trait TokenSource: Send + Sync + 'static {
@@ -145,7 +146,7 @@ impl Realtime {
             Connection::new(config),
             command_rx,
             commands.clone(),
-            snapshot_tx,
+            Replies::new(snapshot_tx),
             tokens,
         );
         let task = tokio::spawn(driver.run());

@@ -3,7 +3,9 @@
 
 mod driver;
 mod handle;
+mod replies;
 pub mod rest;
+mod socket;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
