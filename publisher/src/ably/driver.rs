@@ -11,11 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shared::codec;
-use shared::connection::{
-    errors, ChannelState, Connection, ConnectionState, Event, Output, Transmit,
-};
-use shared::protocol::ErrorInfo;
+use shared::connection::{ChannelState, Connection, ConnectionState, Io};
 use shared::Instant;
 use tokio::sync::mpsc;
 
@@ -37,8 +33,6 @@ pub(super) struct Driver {
     tokens: Option<Arc<dyn TokenSource>>,
     epoch: tokio::time::Instant,
     closing: bool,
-    /// Whether any handle is left to send commands.
-    listening: bool,
 }
 
 impl Driver {
@@ -59,7 +53,6 @@ impl Driver {
             tokens,
             epoch: tokio::time::Instant::now(),
             closing: false,
-            listening: true,
         }
     }
 
@@ -84,7 +77,8 @@ impl Driver {
             }
             let sleep_until = deadline.map(|at| self.epoch + Duration::from_millis(at.as_millis()));
             tokio::select! {
-                command = self.commands.recv(), if self.listening => self.command(command),
+                // The driver holds a sender itself, so the commands never end.
+                Some(command) = self.commands.recv() => self.command(command),
                 frame = next_frame(&mut self.socket) => self.frame(frame),
                 opened = next_open(&mut self.opening) => self.opened(opened),
                 () = crate::wait::sleep_until(sleep_until) => self.conn.handle_timeout(self.now()),
@@ -96,15 +90,8 @@ impl Driver {
         Instant::from_millis(u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX))
     }
 
-    fn command(&mut self, command: Option<Command>) {
+    fn command(&mut self, command: Command) {
         let now = self.now();
-        let Some(command) = command else {
-            // Every handle is gone: close cleanly and stop.
-            self.listening = false;
-            self.closing = true;
-            self.conn.close(now);
-            return;
-        };
         match command {
             Command::Attach(channel, _, done)
                 if self.conn.channel_state(&channel) == ChannelState::Attached =>
@@ -128,8 +115,7 @@ impl Driver {
             Command::Token(Ok(token)) => self.conn.set_token(now, token),
             Command::Token(Err(reason)) => {
                 tracing::warn!(%reason, "could not get an Ably token");
-                let cause = ErrorInfo::new(errors::TOKEN_CALLBACK_FAILED, 401, reason);
-                self.conn.handle_token_failed(now, cause);
+                self.conn.handle_token_fetch_failed(now, reason);
             }
             Command::Cut => {
                 if let Some(socket) = self.socket.take() {
@@ -171,37 +157,37 @@ impl Driver {
     /// Carries out everything the connection asked for: frames queued on the socket, opens
     /// started, closes handed to the socket's task, events handed on, the snapshot noted.
     fn write(&mut self) {
-        while let Some(output) = self.conn.poll_output() {
-            match output {
-                Output::Transmit(Transmit::Open { url }) => {
+        while let Some(io) = self.conn.poll_io() {
+            match io {
+                Io::Open { url } => {
                     self.socket = None;
                     self.opening = Some(Box::pin(Socket::open(url)));
                 }
-                Output::Transmit(Transmit::Frame(frame)) => {
-                    let sent = match (&self.socket, codec::encode(&frame)) {
-                        (Some(socket), Ok(text)) => socket.send(text),
-                        _ => false,
-                    };
-                    if !sent && self.socket.take().is_some() {
-                        // What the connection does about it is carried out in this loop.
-                        let now = self.now();
-                        self.conn
-                            .handle_transport_closed(now, Some("send failed".to_owned()));
+                Io::Send(text) => {
+                    if self
+                        .socket
+                        .as_ref()
+                        .is_some_and(|socket| !socket.send(text))
+                    {
+                        self.lost("send failed".to_owned());
                     }
                 }
-                Output::Transmit(Transmit::Close) => {
-                    self.opening = None;
-                    self.socket = None;
-                }
-                Output::Event(event) => {
-                    if matches!(event, Event::TokenRequired { .. }) {
-                        self.fetch_token();
-                    }
-                    self.replies.event(event, self.closing);
-                }
+                Io::Lost(why) => self.lost(why),
+                Io::Close => (self.opening, self.socket) = (None, None),
+                Io::FetchToken => self.fetch_token(),
+                Io::Event(event) => self.replies.event(event, self.closing),
             }
         }
         self.replies.note(&self.conn);
+    }
+
+    /// The socket is gone: the connection reacts (reconnect, requeue), and the loop carries
+    /// that out.
+    fn lost(&mut self, why: String) {
+        if self.socket.take().is_some() {
+            let now = self.now();
+            self.conn.handle_transport_closed(now, Some(why));
+        }
     }
 
     /// Fetches one token and reports the result; when to ask, and what a failure means,

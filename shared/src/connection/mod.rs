@@ -62,6 +62,7 @@ mod channel;
 mod config;
 pub mod errors;
 mod hosts;
+mod io;
 mod queue;
 mod timer;
 mod token;
@@ -76,6 +77,7 @@ pub use config::{
     PRODUCTION_FALLBACK_HOSTS,
 };
 pub use errors::ErrorClass;
+pub use io::Io;
 pub use queue::{PublishId, PublishOutcome};
 
 use channel::Channel;
@@ -302,6 +304,8 @@ enum Transport {
 /// One Ably realtime connection with its channels, as a state machine.
 #[derive(Debug)]
 pub struct Connection {
+    /// A [`Io::FetchToken`] is owed after the `TokenRequired` just handed out.
+    fetch_owed: bool,
     config: Config,
     state: ConnectionState,
     reason: Option<ErrorInfo>,
@@ -329,6 +333,7 @@ impl Connection {
         let limits = Limits::defaults(&config);
         let hosts = Hosts::new(config.fallback_hosts.clone());
         Self {
+            fetch_owed: false,
             config,
             state: ConnectionState::Initialized,
             reason: None,

@@ -344,7 +344,11 @@ fn an_answer_whose_outcomes_never_come_ends_after_the_drain_timeout() {
     assert!(report
         .publish_error
         .is_some_and(|e| e.contains("had no ACK")));
-    assert_eq!(session.describe(due).len(), 1, "only the session's own line is left");
+    assert_eq!(
+        session.describe(due).len(),
+        1,
+        "only the session's own line is left"
+    );
 }
 
 #[test]
