@@ -49,9 +49,10 @@ impl Socket {
         })
     }
 
-    /// Queues a text frame; false if the writing task has stopped (the socket is lost).
-    pub(super) fn send(&self, text: String) -> bool {
-        self.writes.send(text).is_ok()
+    /// Queues a text frame. If the writing task has stopped, it said why first, and
+    /// [`Self::next`] returns that: the frame goes with the socket.
+    pub(super) fn send(&self, text: String) {
+        let _ = self.writes.send(text);
     }
 
     /// The next text frame, or why the socket ended (a failed write ends it too).

@@ -44,9 +44,10 @@ impl Socket {
         })
     }
 
-    /// Queues a text frame; false if the writing task has stopped (the socket is lost).
-    pub fn send(&self, text: String) -> bool {
-        self.writes.unbounded_send(text).is_ok()
+    /// Queues a text frame. If the writing task has stopped, it said why first, and
+    /// [`Self::next`] returns that: the frame goes with the socket.
+    pub fn send(&self, text: String) {
+        let _ = self.writes.unbounded_send(text);
     }
 
     /// The next text frame, or why the socket ended (a failed write ends it too).
