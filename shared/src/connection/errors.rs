@@ -32,6 +32,8 @@ pub const RATE_LIMIT_GENERIC: u32 = 42910;
 pub const RATE_LIMIT_CONNECTION_PUBLISH: u32 = 42911;
 /// Another channel enumeration is running (a REST limit, listed for completeness).
 pub const RATE_LIMIT_CHANNEL_ENUMERATION: u32 = 42912;
+/// A channel's publish rate was exceeded: the limit is the channel's, not the connection's.
+pub const RATE_LIMIT_CHANNEL_PUBLISH: u32 = 42913;
 /// The connection's outbound message rate was exceeded.
 pub const RATE_LIMIT_CONNECTION_OUTBOUND: u32 = 42915;
 /// The connection was closed by a fatal rate limit.

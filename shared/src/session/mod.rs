@@ -3,10 +3,10 @@
 //!
 //! One [`Session`] per connection owns one [`Relay`] per answer and decides everything the
 //! daemon's answer loop used to decide in async code: when a publish may go (the rate
-//! [`Budget`], shared by all answers), how wide each answer's window is, what a NACK costs
-//! (a repair, a cut, a resend or nothing), when a create whose outcome is unclear is looked
-//! up on the channel, when an answer is given up, and when it is over. A driver feeds it
-//! `(now, input)` and performs what [`Session::poll_output`] hands back:
+//! [`Budget`](crate::relay::Budget), shared by all answers), how wide each answer's window
+//! is, what a NACK costs (a repair, a cut, a resend or nothing), when a create whose outcome
+//! is unclear is looked up on the channel, when an answer is given up, and when it is over.
+//! A driver feeds it `(now, input)` and performs what [`Session::poll_output`] hands back:
 //!
 //! ```text
 //!  start(spec)            ──► Publish{Create}        ──outcome──► handle_outcome(ticket)
@@ -28,12 +28,16 @@
 //!   version serial) goes out again, at most [`SessionConfig::update_resends`] times.
 //! - No publish leaves while the connection's or its channel's budget is empty, resends,
 //!   prompts and cancels included ([`Session::post`]); the driver never paces.
+//! - A rate-limit refusal lowers the budget it names (42913 a channel's, any other the
+//!   connection's) by half at most once a second, and the rate comes back by doubling after
+//!   each quiet backoff, never all at once.
 //! - No publish leaves for a channel that would refuse it for its state
 //!   ([`Session::set_blocked`]) until it is attached again or has been blocked for
 //!   [`SessionConfig::reconnect_wait`]; a suspension costs a wait, never a refusal. A post
 //!   waits [`SessionConfig::post_wait`] at most, then is refused without being sent.
 
 mod answer;
+mod pace;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
@@ -48,26 +52,17 @@ use crate::headers::Status;
 use crate::ids::{ChannelName, MessageId, Serial};
 use crate::openai::StreamEvent;
 use crate::protocol::{ErrorInfo, Message};
-use crate::relay::{Budget, Relay, RelayConfig};
+use crate::relay::{Relay, RelayConfig};
 use crate::time::Instant;
 
 use answer::{Answer, Kind};
+use pace::Pace;
 
 pub use answer::{describe_refusal, APPENDS_NOT_ENABLED_HELP};
 
 /// Bytes of a publish frame besides its one message: the ProtocolMessage's action, channel
 /// name (up to Ably's channel name limit) and msgSerial, with their JSON keys.
 const FRAME_ENVELOPE: usize = 256;
-
-/// How long a rate-limit refusal (429xx) keeps the connection's budget lowered.
-const RATE_BACKOFF: Duration = Duration::from_secs(10);
-
-/// At most one halving of the budget per this long: the NACKs of one burst come together.
-const RATE_CUT_SPACING: Duration = Duration::from_secs(1);
-
-/// The rate taken to be the server's when none is configured or announced and it refuses
-/// publishes as too fast: Ably's default per-connection inbound rate.
-const ASSUMED_RATE: u32 = 50;
 
 /// Names one answer of a session.
 #[derive(Clone, Copy, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
@@ -249,9 +244,10 @@ enum Owner {
 #[derive(Debug)]
 pub struct Session {
     config: SessionConfig,
-    budget: Budget,
+    /// The connection's budget.
+    pace: Pace,
     /// Each channel's budget, and how many answers stream there.
-    channels: HashMap<ChannelName, (Budget, usize)>,
+    channels: HashMap<ChannelName, (Pace, usize)>,
     answers: BTreeMap<AnswerId, Answer>,
     tickets: HashMap<Ticket, Owner>,
     /// Posts waiting for the budget.
@@ -266,11 +262,6 @@ pub struct Session {
     connected: bool,
     /// When the budget has room again, if a publish is waiting for it.
     paced_until: Option<Instant>,
-    /// The connection's rate from the configuration and the server's announcement.
-    base_rate: u32,
-    /// The server refused publishes as too fast: the budget is lowered until then, and
-    /// was last cut at the second instant.
-    throttled: Option<(Instant, Instant)>,
     /// Channels that refuse publishes (SUSPENDED or FAILED), with when their publishes stop
     /// waiting for them: `None` once that has passed, and publishes go to be refused.
     blocked: HashMap<ChannelName, Option<Instant>>,
@@ -280,9 +271,7 @@ impl Session {
     /// A session with no answers; the connection is taken to be up until told otherwise.
     pub fn new(config: SessionConfig) -> Self {
         Self {
-            budget: Budget::new(config.rate),
-            base_rate: config.rate,
-            throttled: None,
+            pace: Pace::new(config.rate),
             post_channels: HashMap::new(),
             channels: HashMap::new(),
             config,
@@ -307,7 +296,7 @@ impl Session {
         let (_, streaming) = self
             .channels
             .entry(spec.channel.clone())
-            .or_insert_with(|| (Budget::new(channel_rate), 0));
+            .or_insert_with(|| (Pace::new(channel_rate), 0));
         *streaming += 1;
         let relay = Relay::new(RelayConfig {
             window: self.config.window,
@@ -360,7 +349,7 @@ impl Session {
     pub fn handle_outcome(&mut self, now: Instant, ticket: Ticket, outcome: PublishOutcome) {
         if let Err(error) = &outcome {
             if errors::is_rate_limit(error) {
-                self.rate_limited(now);
+                self.rate_limited(now, ticket, error);
             }
         }
         let (id, kind) = match self.tickets.remove(&ticket) {
@@ -435,23 +424,23 @@ impl Session {
         self.outputs.push_back(Output::Posted { ticket, outcome });
     }
 
-    /// The server refused a publish as too fast: the connection's budget is halved (from
-    /// [`ASSUMED_RATE`] when it had none) for [`RATE_BACKOFF`], starting empty, so every
-    /// answer's window widens and fewer, larger appends go. Once per [`RATE_CUT_SPACING`],
-    /// since the refusals of one burst arrive together.
-    fn rate_limited(&mut self, now: Instant) {
-        if self
-            .throttled
-            .is_some_and(|(_, cut)| now < cut + RATE_CUT_SPACING)
-        {
-            return;
-        }
-        let current = match self.budget.per_second() {
-            0 => ASSUMED_RATE,
-            rate => rate,
+    /// The server refused a publish as too fast: the budget it names is halved, starting
+    /// empty, so every answer's window widens and fewer, larger appends go, and doubles back
+    /// after each quiet [`pace::RATE_BACKOFF`]. 42913 names the publish's channel; every
+    /// other rate limit the connection.
+    fn rate_limited(&mut self, now: Instant, ticket: Ticket, error: &ErrorInfo) {
+        let channel = match self.tickets.get(&ticket) {
+            Some(Owner::Answer(id, _)) => self.answers.get(id).map(|a| &a.channel),
+            Some(Owner::Post { .. }) => self.post_channels.get(&ticket).map(|(c, _)| c),
+            None => None,
         };
-        self.budget = Budget::drained((current / 2).max(1), now);
-        self.throttled = Some((now + RATE_BACKOFF, now));
+        let pace = match channel {
+            Some(channel) if error.code == errors::RATE_LIMIT_CHANNEL_PUBLISH => {
+                self.channels.get_mut(channel).map(|(pace, _)| pace)
+            }
+            _ => None,
+        };
+        pace.unwrap_or(&mut self.pace).cut(now);
     }
 
     /// What the search for a post with an unclear outcome found: its serial makes the post
@@ -529,12 +518,7 @@ impl Session {
             (rate, Some(limit)) => rate.min(limit),
             (rate, None) => rate,
         };
-        if rate != self.base_rate {
-            self.base_rate = rate;
-            if self.throttled.is_none() {
-                self.budget = Budget::new(rate);
-            }
-        }
+        self.pace.set_base(rate);
     }
 
     /// Time passed: windows, deadlines and the budget.
@@ -542,9 +526,9 @@ impl Session {
         if self.paced_until.is_some_and(|at| at <= now) {
             self.paced_until = None;
         }
-        if self.throttled.is_some_and(|(until, _)| until <= now) {
-            self.throttled = None;
-            self.budget = Budget::new(self.base_rate);
+        self.pace.recover(now);
+        for (pace, _) in self.channels.values_mut() {
+            pace.recover(now);
         }
         for until in self.blocked.values_mut() {
             if until.is_some_and(|at| at <= now) {
@@ -573,7 +557,11 @@ impl Session {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let answers = self.answers.values().filter_map(Answer::poll_timeout);
         let blocked = self.blocked.values().flatten().copied();
-        let throttle = self.throttled.map(|(until, _)| until);
+        let throttle = self.pace.deadline().into_iter().chain(
+            self.channels
+                .values()
+                .filter_map(|(pace, _)| pace.deadline()),
+        );
         answers
             .chain(self.paced_until)
             .chain(blocked)
@@ -607,7 +595,7 @@ impl Session {
             now.as_millis(),
             self.connected,
             self.posts.len(),
-            self.throttled.is_some(),
+            self.pace.is_lowered(),
             self.paced_until.map(Instant::as_millis),
         ));
         lines
@@ -657,9 +645,9 @@ impl Session {
         let Some(answer) = self.answers.get_mut(&id) else {
             return;
         };
-        let mut window = self.budget.window(self.config.window, streaming);
-        if let Some((budget, streaming)) = self.channels.get(&answer.channel) {
-            window = window.max(budget.window(self.config.window, *streaming));
+        let mut window = self.pace.budget.window(self.config.window, streaming);
+        if let Some((pace, streaming)) = self.channels.get(&answer.channel) {
+            window = window.max(pace.budget.window(self.config.window, *streaming));
         }
         answer.relay.set_window(window);
         if answer.relay.status().is_terminal() && !answer.stream_stopped {
@@ -794,20 +782,23 @@ impl Session {
     /// will have room and takes nothing.
     fn take_budget(&mut self, now: Instant, channel: &ChannelName) -> bool {
         let channel_rate = self.config.channel_rate;
-        let (channel_budget, _) = self
+        let (channel_pace, _) = self
             .channels
             .entry(channel.clone())
-            .or_insert_with(|| (Budget::new(channel_rate), 0));
-        let wait = [self.budget.ready_at(now), channel_budget.ready_at(now)]
-            .into_iter()
-            .flatten()
-            .max();
+            .or_insert_with(|| (Pace::new(channel_rate), 0));
+        let wait = [
+            self.pace.budget.ready_at(now),
+            channel_pace.budget.ready_at(now),
+        ]
+        .into_iter()
+        .flatten()
+        .max();
         if let Some(at) = wait {
             self.paced_until = Some(self.paced_until.map_or(at, |p| p.min(at)));
             return false;
         }
-        let _ = self.budget.take(now);
-        let _ = channel_budget.take(now);
+        let _ = self.pace.budget.take(now);
+        let _ = channel_pace.budget.take(now);
         true
     }
 

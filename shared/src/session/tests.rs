@@ -650,7 +650,7 @@ fn rate_limited_appends_halve_the_budget_cost_one_repair_and_the_budget_recovers
     assert_eq!((sent[0].kind, sent[0].text()), (PublishKind::Append, "d"));
     ack(&mut session, next, sent[0].ticket, "v2");
     // After the backoff the budget is unlimited again.
-    let later = ms(4) + RATE_BACKOFF;
+    let later = ms(4) + super::pace::RATE_BACKOFF;
     session.handle_timeout(later);
     for word in ["e", "f"] {
         session.handle_stream_event(later, id, &delta(word));
@@ -718,4 +718,53 @@ fn a_post_whose_channel_stays_suspended_is_refused_after_the_post_wait_unsent() 
     // Nothing is left to wake for but the channel's own wait.
     session.set_blocked(due, []);
     assert_eq!(session.poll_timeout(), None);
+}
+
+/// 42913 is a channel's publish rate: only that channel's budget is lowered, and an answer
+/// on another channel of the same connection streams on at full rate.
+#[test]
+fn a_channel_rate_refusal_lowers_that_channels_budget_only() {
+    let mut session = Session::new(config());
+    let on = |channel: &str, n: u32| AnswerSpec {
+        channel: ChannelName::from(channel),
+        ..spec(n)
+    };
+    let a = session.start(ms(0), on("ai:a", 0));
+    let b = session.start(ms(0), on("ai:b", 1));
+    let creates = drain(&mut session).sent;
+    assert_eq!(creates.len(), 2);
+    ack(&mut session, ms(1), creates[0].ticket, "sa");
+    ack(&mut session, ms(1), creates[1].ticket, "sb");
+    for word in ["a", "b", "c"] {
+        session.handle_stream_event(ms(3), a, &delta(word));
+    }
+    let sent = drain(&mut session).sent;
+    assert_eq!(sent.len(), 3);
+    for s in &sent {
+        nack(
+            &mut session,
+            ms(4),
+            s.ticket,
+            crate::connection::errors::RATE_LIMIT_CHANNEL_PUBLISH,
+        );
+    }
+    session.handle_stream_event(ms(5), a, &delta("d"));
+    for word in ["x", "y"] {
+        session.handle_stream_event(ms(5), b, &delta(word));
+    }
+    let texts: Vec<String> = drain(&mut session)
+        .sent
+        .iter()
+        .map(|s| s.text().to_owned())
+        .collect();
+    assert_eq!(texts, ["x", "y"], "ai:b is not held back by ai:a's limit");
+    // ai:a's budget is half the assumed 50 a second and starts empty: its repair goes at
+    // its first slot, 40 ms on.
+    let (due, said) = next_deadline(&mut session, "ai:a's next slot");
+    assert_eq!(due, ms(44));
+    assert_eq!(said.sent.len(), 1);
+    assert_eq!(
+        (said.sent[0].kind, said.sent[0].text()),
+        (PublishKind::Update, "abc")
+    );
 }

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use super::rng::SimRng;
+use crate::connection::errors;
 
 /// A set of fault classes; [`Faults::ALL`] by default, narrowed with [`Faults::parse`] to
 /// find out which class a failure needs.
@@ -144,6 +145,9 @@ pub(super) struct Plan {
     pub(super) attach_silence: u32,
     /// Messages a second a connection may publish, if the service limits it.
     pub(super) inbound_rate: Option<u32>,
+    /// The code of the NACK for a publish over it (42911 for the connection, 42913 for the
+    /// channel).
+    pub(super) rate_code: u32,
     /// Chance that a resumed re-attach's replay waits (ms range) behind live deliveries.
     pub(super) replay_defer: u32,
     pub(super) replay_defer_ms: (u64, u64),
@@ -200,6 +204,12 @@ impl Plan {
         };
         let inbound_rate = (faults.has(Faults::RATE_LIMIT) && rng.chance(300))
             .then(|| u32::try_from(rng.range(10, 60)).unwrap_or(50));
+        // The one channel's limit or the connection's: the same rate, told by another code.
+        let rate_code = if inbound_rate.is_some() && rng.chance(500) {
+            errors::RATE_LIMIT_CHANNEL_PUBLISH
+        } else {
+            errors::RATE_LIMIT_CONNECTION_PUBLISH
+        };
         Self {
             answers,
             viewers,
@@ -212,6 +222,7 @@ impl Plan {
             attach_loss,
             attach_silence,
             inbound_rate,
+            rate_code,
             replay_defer,
             replay_defer_ms: (1, rng.range(2, 60)),
             hold_ack,
@@ -231,7 +242,7 @@ impl fmt::Display for Plan {
         write!(
             f,
             "answers={} viewers={} window={}ms cut={} silent={} resume_fail={} attach_loss={} \
-             attach_silence={} inbound_rate={:?} replay_defer={} ({}..{}ms) hold_ack={} nack={} skip_ack={} conflate={}ms rewind={:?} \
+             attach_silence={} inbound_rate={:?} (NACK {}) replay_defer={} ({}..{}ms) hold_ack={} nack={} skip_ack={} conflate={}ms rewind={:?} \
              token_ttl={:?} history_delay={}ms late_joins={} json={}",
             self.answers,
             self.viewers,
@@ -242,6 +253,7 @@ impl fmt::Display for Plan {
             self.attach_loss,
             self.attach_silence,
             self.inbound_rate,
+            self.rate_code,
             self.replay_defer,
             self.replay_defer_ms.0,
             self.replay_defer_ms.1,

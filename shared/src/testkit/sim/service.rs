@@ -45,8 +45,6 @@ pub(super) const TOKEN_EXPIRED: u32 = 40142;
 pub(super) const CONNECTION_EXPIRED: u32 = 80008;
 /// The service failed to process a message.
 pub(super) const INTERNAL_ERROR: u32 = 50001;
-/// The connection publishes faster than its inbound rate allows.
-pub(super) const TOO_FAST: u32 = 42911;
 /// An append or update names a serial the channel does not hold.
 pub(super) const UNKNOWN_SERIAL: u32 = 40400;
 /// The request cannot be processed as sent.
@@ -788,13 +786,14 @@ impl Service {
                 Actor::Service,
                 None,
                 format!(
-                    "NACK {TOO_FAST} msgSerial {}: over the inbound rate of {}/s",
+                    "NACK {} msgSerial {}: over the inbound rate of {}/s",
+                    self.plan.rate_code,
                     msg_serial.0,
                     self.plan.inbound_rate.unwrap_or(0)
                 ),
             );
             let outcome = Err(ErrorInfo::new(
-                TOO_FAST,
+                self.plan.rate_code,
                 429,
                 "maximum publish rate exceeded",
             ));
