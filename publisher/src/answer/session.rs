@@ -12,6 +12,7 @@ use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use shared::connection::{ConnectionState, PublishOutcome};
 use shared::headers::Status;
+use shared::ids::MessageId;
 use shared::openai::StreamEvent;
 use shared::protocol::Message;
 use shared::session::{self, AnswerId, AnswerSpec, Output, PublishKind, Session, Ticket};
@@ -62,8 +63,10 @@ pub(super) enum Update {
 }
 
 type Outcome = Pin<Box<dyn Future<Output = (Ticket, PublishOutcome)> + Send>>;
-type Found = Pin<Box<dyn Future<Output = (AnswerId, Result<Option<Serial>, String>)> + Send>>;
-type PostFound = Pin<Box<dyn Future<Output = (Ticket, Result<Option<Serial>, String>)> + Send>>;
+/// A search of a channel for a message by id, with whose search it is.
+type Search<K> = Pin<Box<dyn Future<Output = (K, Result<Option<Serial>, String>)> + Send>>;
+type Found = Search<AnswerId>;
+type PostFound = Search<Ticket>;
 
 /// Who waits for an answer's news.
 struct Owner {
@@ -245,16 +248,13 @@ impl SessionTask {
                     ticket,
                     channel,
                     id,
-                } => match &self.find {
-                    Some(find) => {
-                        tracing::warn!(%channel, %id, "a post's outcome is unclear; looking for it on the channel");
-                        let search = find.find(&channel, &id);
-                        post_found.push(Box::pin(async move { (ticket, search.await) }));
+                } => {
+                    tracing::warn!(%channel, %id, "a post's outcome is unclear; looking for it on the channel");
+                    match self.search(&channel, &id, ticket) {
+                        Ok(search) => post_found.push(search),
+                        Err(why) => self.session.handle_post_lookup(ticket, Err(why)),
                     }
-                    None => self
-                        .session
-                        .handle_post_lookup(ticket, Err("no way to search the channel".to_owned())),
-                },
+                }
                 Output::Posted { ticket, outcome } => {
                     if let Some(reply) = posts.remove(&ticket) {
                         let _ = reply.send(outcome);
@@ -264,17 +264,13 @@ impl SessionTask {
                     answer,
                     channel,
                     id,
-                } => match &self.find {
-                    Some(find) => {
-                        tracing::warn!(%channel, %id, "the answer's create may have been stored; looking for it on the channel");
-                        let search = find.find(&channel, &id);
-                        found.push(Box::pin(async move { (answer, search.await) }));
+                } => {
+                    tracing::warn!(%channel, %id, "the answer's create may have been stored; looking for it on the channel");
+                    match self.search(&channel, &id, answer) {
+                        Ok(search) => found.push(search),
+                        Err(why) => self.session.handle_lookup(self.now(), answer, Err(why)),
                     }
-                    None => {
-                        let none = Err("no way to search the channel".to_owned());
-                        self.session.handle_lookup(self.now(), answer, none);
-                    }
-                },
+                }
                 Output::Created { answer, result } => {
                     if let Err(error) = &result {
                         tracing::error!(%answer, %error, "the answer could not be started");
@@ -307,6 +303,19 @@ impl SessionTask {
                 }
             }
         }
+    }
+
+    /// A search of `channel` for the message named `id`, whose result comes back with
+    /// `key`; or why there can be none.
+    fn search<K: Send + 'static>(
+        &self,
+        channel: &ChannelName,
+        id: &MessageId,
+        key: K,
+    ) -> Result<Search<K>, String> {
+        let find = self.find.as_ref().ok_or("no way to search the channel")?;
+        let search = find.find(channel, id);
+        Ok(Box::pin(async move { (key, search.await) }))
     }
 
     fn count(
