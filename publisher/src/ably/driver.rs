@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shared::connection::{ChannelState, Connection, ConnectionState, Io};
+use shared::connection::{Connection, ConnectionState, Io};
 use shared::Instant;
 use tokio::sync::mpsc;
 
@@ -92,42 +92,19 @@ impl Driver {
 
     fn command(&mut self, command: Command) {
         let now = self.now();
-        match command {
-            Command::Attach(channel, _, done)
-                if self.conn.channel_state(&channel) == ChannelState::Attached =>
-            {
-                let _ = done.send(Ok(()));
-            }
-            Command::Attach(channel, options, done) => {
-                match self.conn.attach(now, channel.clone(), options) {
-                    Ok(()) => self.replies.attach(channel, done),
-                    Err(err) => drop(done.send(Err(err.to_error_info()))),
-                }
-            }
-            Command::Detach(channel) => self.conn.detach(now, &channel),
-            Command::Publish(channel, messages, done) => {
-                match self.conn.publish(now, &channel, messages) {
-                    Ok(id) => self.replies.publish(id, done),
-                    Err(err) => drop(done.send(Err(err.to_error_info()))),
-                }
-            }
-            Command::Subscribe(tx) => self.replies.subscribe(tx),
-            Command::Token(Ok(token)) => self.conn.set_token(now, token),
-            Command::Token(Err(reason)) => {
-                tracing::warn!(%reason, "could not get an Ably token");
-                self.conn.handle_token_fetch_failed(now, reason);
-            }
-            Command::Cut => {
+        match command.apply(&mut self.conn, now, &mut self.replies) {
+            Some(Command::Cut) => {
                 if let Some(socket) = self.socket.take() {
                     socket.cut();
-                    self.conn
-                        .handle_transport_closed(now, Some("transport cut".to_owned()));
+                    let why = Some("transport cut".to_owned());
+                    self.conn.handle_transport_closed(now, why);
                 }
             }
-            Command::Close => {
+            Some(Command::Close) => {
                 self.closing = true;
                 self.conn.close(now);
             }
+            _ => {}
         }
     }
 

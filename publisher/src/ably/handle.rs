@@ -1,6 +1,7 @@
 //! The cloneable handle on one Ably connection's driver task: commands in (attach,
 //! publish, subscribe, cut, close), results out (a [`Published`] future per publish, a
-//! [`Subscription`] per listener, a [`Snapshot`] of the connection's state).
+//! [`Subscription`] per listener, a [`Snapshot`] of the connection's state), and what each
+//! command asks of the connection, which the driver's loop applies.
 //!
 //! Publishes are pipelined (each returns a [`Published`] future, awaited when the caller
 //! wants the ACK), so many answers share one connection.
@@ -12,10 +13,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use shared::connection::{
-    AttachOptions, Auth, Config, Connection, ConnectionState, Event, Limits, PublishOutcome,
+    AttachOptions, Auth, ChannelState, Config, Connection, ConnectionState, Event, Limits,
+    PublishOutcome,
 };
 use shared::protocol::{ErrorInfo, Message};
-use shared::ChannelName;
+use shared::{ChannelName, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::driver::Driver;
@@ -55,6 +57,44 @@ pub(super) enum Command {
     Token(Result<String, String>),
     Cut,
     Close,
+}
+
+impl Command {
+    /// Carries out a handle's command on the connection, its reply owed through `replies`;
+    /// what is the socket's to do (a cut, a close) comes back for the driver.
+    pub(super) fn apply(
+        self,
+        conn: &mut Connection,
+        now: Instant,
+        replies: &mut Replies,
+    ) -> Option<Self> {
+        match self {
+            Self::Attach(channel, _, done)
+                if conn.channel_state(&channel) == ChannelState::Attached =>
+            {
+                let _ = done.send(Ok(()));
+            }
+            Self::Attach(channel, options, done) => {
+                match conn.attach(now, channel.clone(), options) {
+                    Ok(()) => replies.attach(channel, done),
+                    Err(err) => drop(done.send(Err(err.to_error_info()))),
+                }
+            }
+            Self::Detach(channel) => conn.detach(now, &channel),
+            Self::Publish(channel, messages, done) => match conn.publish(now, &channel, messages) {
+                Ok(id) => replies.publish(id, done),
+                Err(err) => drop(done.send(Err(err.to_error_info()))),
+            },
+            Self::Subscribe(tx) => replies.subscribe(tx),
+            Self::Token(Ok(token)) => conn.set_token(now, token),
+            Self::Token(Err(reason)) => {
+                tracing::warn!(%reason, "could not get an Ably token");
+                conn.handle_token_fetch_failed(now, reason);
+            }
+            Self::Cut | Self::Close => return Some(self),
+        }
+        None
+    }
 }
 
 /// A handle on one running Ably connection.
