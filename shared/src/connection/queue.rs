@@ -44,6 +44,10 @@ pub(crate) struct PublishQueue {
     in_flight: VecDeque<Pending>,
     /// The msgSerial the next new frame gets.
     next_serial: u64,
+    /// Every frame in flight below this msgSerial has been skipped by a later ACK or NACK
+    /// (has `skipped_since`), and none at or above it has: the skipped frames are a prefix
+    /// of `in_flight`, noted in msgSerial order, so their times never decrease along it.
+    skipped_below: u64,
 }
 
 impl PublishQueue {
@@ -74,6 +78,7 @@ impl PublishQueue {
 
     /// The transport dropped: everything in flight goes back to the front, in order.
     pub(crate) fn requeue_in_flight(&mut self) {
+        self.skipped_below = 0;
         while let Some(mut pending) = self.in_flight.pop_back() {
             pending.skipped_since = None;
             self.unsent.push_front(pending);
@@ -89,6 +94,7 @@ impl PublishQueue {
             pending.msg_serial = None;
         }
         self.next_serial = 0;
+        self.skipped_below = 0;
     }
 
     /// Applies an ACK (`error == None`) or NACK for `count` frames from `first`, giving
@@ -99,6 +105,10 @@ impl PublishQueue {
     /// them as NACKed at once; some servers (Sockudo under load) acknowledge out of order,
     /// so a skipped frame is only noted here, and NACKed by [`Self::expire_skipped`] if
     /// its own ACK does not follow within the grace period.
+    ///
+    /// `in_flight` is in msgSerial order, so the acknowledged frames are found by binary
+    /// search (an ACK in order finds them at the front) and each skipped frame is noted
+    /// once: the cost is the frames completed or newly skipped, not the frames in flight.
     pub(crate) fn complete(
         &mut self,
         now: Instant,
@@ -108,40 +118,52 @@ impl PublishQueue {
         error: Option<ErrorInfo>,
     ) -> Vec<(PublishId, PublishOutcome)> {
         let end = first.0.saturating_add(u64::from(count.max(1)));
+        let serial_of = |p: &Pending| p.msg_serial.map_or(u64::MAX, |s| s.0);
+        let from = self.in_flight.partition_point(|p| serial_of(p) < first.0);
+        let to = from
+            + self
+                .in_flight
+                .range(from..)
+                .take_while(|p| serial_of(p) < end)
+                .count();
+        if first.0 > self.skipped_below {
+            let noted = self
+                .in_flight
+                .partition_point(|p| serial_of(p) < self.skipped_below);
+            for pending in self.in_flight.range_mut(noted..from) {
+                pending.skipped_since.get_or_insert(now);
+            }
+            self.skipped_below = first.0;
+        }
         let mut results = res.unwrap_or_default().into_iter();
-        let mut done = Vec::new();
-        let mut kept = VecDeque::with_capacity(self.in_flight.len());
-        while let Some(mut pending) = self.in_flight.pop_front() {
-            let serial = pending.msg_serial.map_or(u64::MAX, |s| s.0);
-            if (first.0..end).contains(&serial) {
+        self.in_flight
+            .drain(from..to)
+            .map(|pending| {
                 let outcome = match &error {
                     Some(err) => Err(err.clone()),
                     None => Ok(results.next().map(|r| r.serials).unwrap_or_default()),
                 };
-                done.push((pending.id, outcome));
-            } else {
-                if serial < first.0 && pending.skipped_since.is_none() {
-                    pending.skipped_since = Some(now);
-                }
-                kept.push_back(pending);
-            }
-        }
-        self.in_flight = kept;
-        done
+                (pending.id, outcome)
+            })
+            .collect()
     }
 
-    /// NACKs the skipped frames whose own ACK has not come within `grace`.
+    /// NACKs the skipped frames whose own ACK has not come within `grace`: a prefix of the
+    /// frames in flight, since they were noted in order.
     pub(crate) fn expire_skipped(
         &mut self,
         now: Instant,
         grace: Duration,
     ) -> Vec<(PublishId, PublishOutcome)> {
         let mut done = Vec::new();
-        self.in_flight.retain(|pending| {
+        while let Some(pending) = self.in_flight.front() {
             let expired = pending
                 .skipped_since
                 .is_some_and(|since| since + grace <= now);
-            if expired {
+            if !expired {
+                break;
+            }
+            if let Some(pending) = self.in_flight.pop_front() {
                 done.push((
                     pending.id,
                     Err(ErrorInfo::new(
@@ -151,17 +173,16 @@ impl PublishQueue {
                     )),
                 ));
             }
-            !expired
-        });
+        }
         done
     }
 
-    /// When the oldest skipped frame's grace period ends, if any frame is skipped.
+    /// When the oldest skipped frame's grace period ends, if any frame is skipped: the
+    /// first in flight, when it is skipped at all.
     pub(crate) fn skipped_deadline(&self, grace: Duration) -> Option<Instant> {
         self.in_flight
-            .iter()
-            .filter_map(|p| p.skipped_since)
-            .min()
+            .front()
+            .and_then(|p| p.skipped_since)
             .map(|since| since + grace)
     }
 

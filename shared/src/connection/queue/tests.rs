@@ -144,3 +144,132 @@ fn nack_carries_the_error() {
     );
     assert_eq!(done, vec![(PublishId(0), Err(err))]);
 }
+
+/// The rules the queue keeps, written the plain way: every frame in flight looked at on
+/// every ACK. The queue finds the same frames by position; this is its oracle.
+#[derive(Default)]
+struct Reference {
+    /// (id, msgSerial, skipped since), in msgSerial order.
+    in_flight: Vec<(PublishId, u64, Option<Instant>)>,
+}
+
+impl Reference {
+    fn complete(&mut self, now: Instant, first: u64, count: u32) -> Vec<PublishId> {
+        let end = first + u64::from(count.max(1));
+        let mut done = Vec::new();
+        self.in_flight.retain_mut(|(id, serial, skipped)| {
+            if (first..end).contains(serial) {
+                done.push(*id);
+                return false;
+            }
+            if *serial < first && skipped.is_none() {
+                *skipped = Some(now);
+            }
+            true
+        });
+        done
+    }
+
+    fn expire(&mut self, now: Instant, grace: Duration) -> Vec<PublishId> {
+        let mut done = Vec::new();
+        self.in_flight.retain(|(id, _, skipped)| {
+            let expired = skipped.is_some_and(|since| since + grace <= now);
+            if expired {
+                done.push(*id);
+            }
+            !expired
+        });
+        done
+    }
+
+    fn deadline(&self, grace: Duration) -> Option<Instant> {
+        let since = self.in_flight.iter().filter_map(|(_, _, s)| *s).min();
+        since.map(|since| since + grace)
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Step {
+    /// Publish this many frames and send everything unsent.
+    Send(u8),
+    /// ACK `count` frames from the in-flight frame at this position (modulo), or past
+    /// the last one.
+    Ack { at: u8, count: u8, nack: bool },
+    /// Time passes, then skipped frames past their grace are NACKed.
+    Wait(u16),
+    /// The transport drops and the frames in flight are sent again (a resume).
+    Resend,
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        2 => (1u8..5).prop_map(Step::Send),
+        4 => (any::<u8>(), 1u8..4, any::<bool>())
+            .prop_map(|(at, count, nack)| Step::Ack { at, count, nack }),
+        2 => (0u16..6_000).prop_map(Step::Wait),
+        1 => Just(Step::Resend),
+    ]
+}
+
+proptest::proptest! {
+    /// Out-of-order, repeated and counted ACKs, NACKs, skips, expiries and resends: the
+    /// queue completes exactly the frames the plain reference does, in the same order,
+    /// and arms the same skip deadline.
+    #[test]
+    fn acks_by_position_match_the_plain_reference(
+        steps in proptest::collection::vec(step(), 1..80),
+    ) {
+        let grace = Duration::from_secs(10);
+        let mut q = PublishQueue::default();
+        let mut reference = Reference::default();
+        let mut next_id = 0;
+        let mut now = Instant::from_millis(0);
+        let ids = |done: Vec<(PublishId, PublishOutcome)>| -> Vec<PublishId> {
+            done.into_iter().map(|(id, _)| id).collect()
+        };
+        for step in steps {
+            match step {
+                Step::Send(n) => {
+                    for _ in 0..n {
+                        q.push(PublishId(next_id), ChannelName::from("c"), vec![Message::default()]);
+                        next_id += 1;
+                    }
+                    q.send_all();
+                    for pending in &q.in_flight {
+                        if !reference.in_flight.iter().any(|(id, _, _)| *id == pending.id) {
+                            let serial = pending.msg_serial.map_or(u64::MAX, |s| s.0);
+                            reference.in_flight.push((pending.id, serial, None));
+                        }
+                    }
+                }
+                Step::Ack { at, count, nack } => {
+                    let first = match reference.in_flight.len() {
+                        0 => q.next_serial,
+                        len => reference.in_flight[usize::from(at) % (len + 1)..]
+                            .first()
+                            .map_or(q.next_serial, |(_, s, _)| *s),
+                    };
+                    let error = nack.then(|| ErrorInfo::new(50000, 500, "refused"));
+                    let got = ids(q.complete(now, MsgSerial(first), u32::from(count), None, error));
+                    let want = reference.complete(now, first, u32::from(count));
+                    proptest::prop_assert_eq!(got, want);
+                }
+                Step::Wait(ms) => {
+                    now = now + Duration::from_millis(u64::from(ms));
+                    let got = ids(q.expire_skipped(now, grace));
+                    let want = reference.expire(now, grace);
+                    proptest::prop_assert_eq!(got, want);
+                }
+                Step::Resend => {
+                    q.requeue_in_flight();
+                    q.send_all();
+                    for slot in &mut reference.in_flight {
+                        slot.2 = None;
+                    }
+                }
+            }
+            proptest::prop_assert_eq!(q.skipped_deadline(grace), reference.deadline(grace));
+        }
+    }
+}
