@@ -254,8 +254,8 @@ impl Realtime {
         Published(rx)
     }
 
-    /// Every event from now on (messages on attached channels, state changes, publish
-    /// results).
+    /// Every event from now on (messages on attached channels, state changes), except
+    /// publish results: each goes to its own publish's [`Published`].
     pub fn subscribe(&self) -> Subscription {
         let (tx, rx) = mpsc::unbounded_channel();
         self.send(Command::Subscribe(tx));

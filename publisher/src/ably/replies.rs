@@ -49,14 +49,17 @@ impl Replies {
         self.attaches.entry(channel).or_default().push(done);
     }
 
-    /// Hands one of the connection's events on, to whoever waits for it.
+    /// Hands one of the connection's events on, to whoever waits for it. A publish's
+    /// result goes to that publish alone: one per token, it would otherwise be cloned to
+    /// every subscriber and wake each one's task.
     pub(super) fn event(&mut self, event: Event, closing: bool) {
-        match &event {
-            Event::Published { id, outcome } => {
-                if let Some(done) = self.publishes.remove(id) {
-                    let _ = done.send(outcome.clone());
-                }
+        if let Event::Published { id, outcome } = event {
+            if let Some(done) = self.publishes.remove(&id) {
+                let _ = done.send(outcome);
             }
+            return;
+        }
+        match &event {
             Event::ChannelStateChanged {
                 channel,
                 current,
@@ -87,7 +90,7 @@ impl Replies {
             Event::ResumeFailed { reason } => {
                 tracing::warn!(reason = ?reason.as_ref().map(|r| &r.message), "Ably resume failed: new connection");
             }
-            Event::Message { .. } => {}
+            Event::Message { .. } | Event::Published { .. } => {}
         }
         self.subscribers.retain(|tx| tx.send(event.clone()).is_ok());
     }

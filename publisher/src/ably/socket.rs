@@ -34,7 +34,9 @@ pub(super) struct Socket {
 impl Socket {
     /// Opens a WebSocket; the URL carries the key or token, so an error never quotes it.
     pub(super) async fn open(url: String) -> Result<Self, String> {
-        let (ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        // Nagle's algorithm would hold each small frame until the peer acknowledges the
+        // last one: one append per round trip. The writing task batches frames itself.
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true)
             .await
             .map_err(|err| format!("could not open the WebSocket: {}", describe(&err)))?;
         let (sink, source) = ws.split();
