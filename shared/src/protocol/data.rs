@@ -4,6 +4,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use serde_json::Value;
 
+use super::json_len::json_len;
 use super::Message;
 
 /// A decoded message payload.
@@ -107,9 +108,9 @@ impl Message {
         let data = match &self.data {
             None | Some(Value::Null) => 0,
             Some(Value::String(s)) => s.len(),
-            Some(other) => other.to_string().len(),
+            Some(other) => json_len(other),
         };
-        let extras = self.extras.as_ref().map_or(0, |e| e.to_string().len());
+        let extras = self.extras.as_ref().map_or(0, json_len);
         data + extras
             + self.name.as_deref().map_or(0, str::len)
             + self.client_id.as_deref().map_or(0, str::len)

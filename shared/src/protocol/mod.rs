@@ -5,6 +5,7 @@
 
 pub mod action;
 pub mod data;
+pub mod json_len;
 
 use std::collections::BTreeMap;
 

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use crate::openai::{ItemKind, Position};
+use crate::protocol::json_len::escape_extra;
 
 /// What separates two non-empty parts of an answer.
 pub(crate) const PART_SEPARATOR: &str = "\n\n";
@@ -230,16 +231,6 @@ impl AnswerText {
             },
             (None, None) => ItemKey::Anonymous,
         }
-    }
-}
-
-/// The bytes JSON escaping adds to one character: `"`, `\\` and the short control escapes
-/// take two bytes, other control characters six (`\u00XX`).
-fn escape_extra(c: char) -> usize {
-    match c {
-        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 1,
-        c if u32::from(c) < 0x20 => 5,
-        _ => 0,
     }
 }
 
