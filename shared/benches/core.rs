@@ -186,27 +186,45 @@ fn deltas(tokens: usize) -> Vec<StreamEvent> {
         .collect()
 }
 
-fn publish_per_token(c: &mut Criterion) {
-    let mut group = c.benchmark_group("publish_per_token");
+/// Benchmarks `routine` under `name`, one whole answer per iteration, for each answer
+/// length: `input` is built once per length, `setup` afresh for every answer (untimed).
+fn per_answer<I, S, O>(
+    c: &mut Criterion,
+    name: &str,
+    input: impl Fn(usize) -> I,
+    setup: impl Fn(usize) -> S,
+    routine: impl Fn(S, &I, usize) -> O,
+) {
+    let mut group = c.benchmark_group(name);
     group.sample_size(20);
     for tokens in LENGTHS {
-        let events = deltas(tokens);
+        let input = input(tokens);
         group.throughput(Throughput::Elements(tokens as u64));
-        group.bench_with_input(BenchmarkId::from_parameter(tokens), &events, |b, events| {
+        group.bench_with_input(BenchmarkId::from_parameter(tokens), &input, |b, input| {
             b.iter_batched(
-                || Publisher::new(tokens),
-                |mut publisher| {
-                    for event in events {
-                        publisher.event(event);
-                    }
-                    assert!(publisher.acked > tokens / 2, "appends were published");
-                    publisher
-                },
+                || setup(tokens),
+                |state| routine(state, input, tokens),
                 BatchSize::PerIteration,
             );
         });
     }
     group.finish();
+}
+
+fn publish_per_token(c: &mut Criterion) {
+    per_answer(
+        c,
+        "publish_per_token",
+        deltas,
+        Publisher::new,
+        |mut publisher, events, tokens| {
+            for event in events {
+                publisher.event(event);
+            }
+            assert!(publisher.acked > tokens / 2, "appends were published");
+            publisher
+        },
+    );
 }
 
 /// The frames a subscriber receives for one answer: its create, then one append per token.
@@ -236,33 +254,27 @@ fn delivered(tokens: usize) -> Vec<String> {
 }
 
 fn deliver_per_append(c: &mut Criterion) {
-    let mut group = c.benchmark_group("deliver_per_append");
-    group.sample_size(20);
-    for tokens in LENGTHS {
-        let frames = delivered(tokens);
-        group.throughput(Throughput::Elements(tokens as u64));
-        group.bench_with_input(BenchmarkId::from_parameter(tokens), &frames, |b, frames| {
-            b.iter_batched(
-                || (connection("sub"), Assembler::new()),
-                |(mut conn, mut view)| {
-                    let now = Instant::from_millis(1);
-                    for frame in frames {
-                        conn.handle_text(now, frame).unwrap();
-                        while let Some(io) = conn.poll_io() {
-                            if let Io::Event(Event::Message { message, .. }) = io {
-                                black_box(view.apply(&message).unwrap());
-                            }
-                        }
+    let setup = |_| (connection("sub"), Assembler::new());
+    per_answer(
+        c,
+        "deliver_per_append",
+        delivered,
+        setup,
+        |(mut conn, mut view), frames, tokens| {
+            let now = Instant::from_millis(1);
+            for frame in frames {
+                conn.handle_text(now, frame).unwrap();
+                while let Some(io) = conn.poll_io() {
+                    if let Io::Event(Event::Message { message, .. }) = io {
+                        black_box(view.apply(&message).unwrap());
                     }
-                    let answer = view.answer(&Serial::new(version(0))).unwrap();
-                    assert_eq!(answer.text().len(), tokens * 4);
-                    (conn, view)
-                },
-                BatchSize::PerIteration,
-            );
-        });
-    }
-    group.finish();
+                }
+            }
+            let answer = view.answer(&Serial::new(version(0))).unwrap();
+            assert_eq!(answer.text().len(), tokens * 4);
+            (conn, view)
+        },
+    );
 }
 
 criterion_group!(benches, publish_per_token, deliver_per_append);
