@@ -23,8 +23,10 @@ pub mod connection;
 pub mod fuzzing;
 pub mod headers;
 pub mod ids;
+pub mod lease;
 pub mod openai;
 pub mod protocol;
+pub mod recovery;
 pub mod relay;
 pub mod session;
 #[cfg(any(test, feature = "testkit"))]

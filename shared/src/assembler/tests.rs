@@ -757,3 +757,36 @@ fn a_roll_up_across_a_refused_append_is_not_applied() {
     assert_eq!(text_of(&asm, "S1"), "abcdef");
     assert!(asm.answer(&s("S1")).is_some_and(|a| !a.has_gap()));
 }
+
+#[test]
+fn an_empty_append_refreshes_the_lease_and_adds_nothing() {
+    let mut asm = Assembler::new();
+    let lease = |msg: Message, text: &str, until: &str| {
+        let mut msg = stamped(msg, text);
+        msg.insert_header(crate::lease::LEASE, until.to_owned());
+        msg.insert_header(headers::STATUS, "streaming".to_owned());
+        msg
+    };
+    asm.apply(&lease(create("a", ""), "", "1000")).unwrap();
+    asm.apply(&lease(append("a", "v1", "Hi"), "Hi", "2000"))
+        .unwrap();
+    let changes = asm
+        .apply(&lease(append("a", "v2", ""), "Hi", "5000"))
+        .unwrap();
+    assert!(
+        !changes.iter().any(|c| matches!(c, Change::Gap { .. })),
+        "{changes:?}"
+    );
+    let answer = asm.answer(&s("a")).unwrap();
+    assert_eq!(answer.text(), "Hi");
+    assert!(!answer.has_gap());
+    assert_eq!(answer.header(crate::lease::LEASE), Some("5000"));
+    // A heartbeat held back behind a missing append does not move the text either.
+    asm.apply(&lease(append("a", "v4", ""), "Hi there", "9000"))
+        .unwrap();
+    asm.apply(&lease(append("a", "v3", " there"), "Hi there", "8000"))
+        .unwrap();
+    let answer = asm.answer(&s("a")).unwrap();
+    assert_eq!(answer.text(), "Hi there");
+    assert!(!answer.has_gap());
+}

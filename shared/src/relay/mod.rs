@@ -32,6 +32,7 @@ use serde_json::Value;
 
 use crate::headers::{self, Status};
 use crate::ids::Serial;
+use crate::lease::{self, Lease};
 use crate::openai::{ContentPart, PartKind, Position, ResponseInfo, StreamEvent};
 use crate::protocol::{Message, MessageAction};
 use crate::time::Instant;
@@ -75,6 +76,9 @@ pub struct RelayConfig {
     pub prompt: Option<Serial>,
     /// The largest message (text, name and extras) the channel accepts, if limited.
     pub max_message_size: Option<usize>,
+    /// The liveness lease every streaming message carries, with an empty append when the
+    /// model is quiet ([`crate::lease`]); `None` publishes no lease.
+    pub lease: Option<Lease>,
 }
 
 impl Default for RelayConfig {
@@ -84,6 +88,7 @@ impl Default for RelayConfig {
             source: "openai".to_owned(),
             prompt: None,
             max_message_size: None,
+            lease: None,
         }
     }
 }
@@ -176,6 +181,8 @@ pub struct Relay {
     cut_overhead: Option<usize>,
     /// Times the server refused a message as too large ([`Relay::handle_too_large`]).
     size_cuts: u8,
+    /// When the last message with a lease was queued.
+    leased_at: Option<Instant>,
 }
 
 impl Relay {
@@ -207,14 +214,15 @@ impl Relay {
             appends_since_update: 0,
             cut_overhead: None,
             size_cuts: 0,
+            leased_at: None,
         }
     }
 
     /// Queues the create now, before any stream event, so the answer's message exists (and
     /// its serial is known) while the model is still thinking. Does nothing if queued.
-    pub fn start(&mut self) {
+    pub fn start(&mut self, now: Instant) {
         if !self.ended {
-            self.ensure_created();
+            self.ensure_created(now);
         }
     }
 
@@ -227,7 +235,7 @@ impl Relay {
         if let Some(info) = event.response() {
             self.note_response(info);
         }
-        self.ensure_created();
+        self.ensure_created(now);
         match event {
             StreamEvent::OutputItemAdded(e) | StreamEvent::OutputItemDone(e) => {
                 self.text
@@ -310,8 +318,9 @@ impl Relay {
         self.set_header(headers::ERROR, &cap(error, MAX_ERROR_HEADER_LEN));
         if let Some(limit) = self.config.max_message_size {
             self.fit_error_header(limit);
-            self.text
-                .truncate_json(limit.saturating_sub(overhead(&self.headers) + ENVELOPE_SLACK));
+            self.text.truncate_json(limit.saturating_sub(
+                overhead(&self.headers, self.config.lease.is_some()) + ENVELOPE_SLACK,
+            ));
         }
         let mut replacement = self.message(None, self.text.as_str());
         stamp(
@@ -380,6 +389,9 @@ impl Relay {
     /// Time passed: publishes buffered text whose window has elapsed.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.flush_if_due(now);
+        if self.heartbeat_due().is_some_and(|due| now >= due) {
+            self.publish_heartbeat(now);
+        }
     }
 
     /// The next publish to perform, in order.
@@ -392,10 +404,11 @@ impl Relay {
         !self.ops.is_empty()
     }
 
-    /// When buffered text is due, if any is waiting for its window.
+    /// When buffered text is due, if any is waiting for its window, or else when a quiet
+    /// answer's heartbeat is.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.ended || self.serial.is_none() || !self.has_pending() {
-            return None;
+            return self.heartbeat_due();
         }
         Some(
             self.last_publish
@@ -434,13 +447,42 @@ impl Relay {
         &self.config
     }
 
-    fn ensure_created(&mut self) {
+    fn ensure_created(&mut self, now: Instant) {
         if !self.created {
             self.created = true;
             let mut create = self.message(None, "");
             stamp(&mut create, 0, headers::Digest::EMPTY);
+            self.stamp_lease(&mut create, now);
             self.ops.push_back(PublishOp::Create(create));
         }
+    }
+
+    /// Adds the lease to a message that says `streaming`.
+    fn stamp_lease(&mut self, message: &mut Message, now: Instant) {
+        if let Some(lease) = &self.config.lease {
+            if message.header(headers::STATUS) == Some(Status::Streaming.as_str()) {
+                message.insert_header(lease::LEASE, lease.until(now).to_string());
+                self.leased_at = Some(now);
+            }
+        }
+    }
+
+    /// When a quiet answer sends its empty append, if it keeps a lease and may still
+    /// publish.
+    fn heartbeat_due(&self) -> Option<Instant> {
+        let lease = self.config.lease.as_ref()?;
+        if self.ended || self.closed || self.serial.is_none() || self.has_pending() {
+            return None;
+        }
+        Some(self.leased_at.unwrap_or_default() + lease.heartbeat())
+    }
+
+    /// An empty append that refreshes the lease: the publisher is alive, the model quiet.
+    fn publish_heartbeat(&mut self, now: Instant) {
+        let mut append = self.message(Some(MessageAction::APPEND), "");
+        stamp(&mut append, self.sent_len, self.sent_digest);
+        self.stamp_lease(&mut append, now);
+        self.ops.push_back(PublishOp::Append(append));
     }
 
     fn note_response(&mut self, info: &ResponseInfo) {
@@ -496,7 +538,7 @@ impl Relay {
                 headers::REASON.to_owned(),
                 MAX_MESSAGE_SIZE_REASON.to_owned(),
             );
-            overhead(&cut_headers)
+            overhead(&cut_headers, self.config.lease.is_some())
         });
         let room = limit.saturating_sub(cut_overhead + ENVELOPE_SLACK);
         if self.text.json_len() > room {
@@ -515,7 +557,7 @@ impl Relay {
         }
         self.ended = true;
         // An answer that ends before its first event still gets a message, created as usual.
-        self.ensure_created();
+        self.ensure_created(now);
         self.set_status(status);
         match ending {
             Ending::Plain => {}
@@ -535,8 +577,9 @@ impl Relay {
             // The final headers may be longer than the ones the text was checked against:
             // an error message is shortened first, then the text.
             self.fit_error_header(limit);
-            self.text
-                .truncate_json(limit.saturating_sub(overhead(&self.headers) + ENVELOPE_SLACK));
+            self.text.truncate_json(limit.saturating_sub(
+                overhead(&self.headers, self.config.lease.is_some()) + ENVELOPE_SLACK,
+            ));
         }
         if self.sent_len > self.text.len() {
             self.diverged = true;
@@ -550,7 +593,8 @@ impl Relay {
 
     /// Shortens the `error` header so that the headers alone fit in `limit`, if they can.
     fn fit_error_header(&mut self, limit: usize) {
-        let excess = (overhead(&self.headers) + ENVELOPE_SLACK).saturating_sub(limit);
+        let excess = (overhead(&self.headers, self.config.lease.is_some()) + ENVELOPE_SLACK)
+            .saturating_sub(limit);
         if excess == 0 {
             return;
         }
@@ -605,6 +649,7 @@ impl Relay {
         // would be an update), so the digest after the append extends theirs.
         let digest = self.sent_digest.extend(fragment);
         stamp(&mut append, self.text.len(), digest);
+        self.stamp_lease(&mut append, now);
         self.ops.push_back(PublishOp::Append(append));
         self.sent_len = self.text.len();
         self.sent_digest = digest;
@@ -616,6 +661,7 @@ impl Relay {
         let mut update = self.message(Some(MessageAction::UPDATE), self.text.as_str());
         let digest = headers::Digest::of(self.text.as_str());
         stamp(&mut update, self.text.len(), digest);
+        self.stamp_lease(&mut update, now);
         self.ops.push_back(PublishOp::Update(update));
         self.sent_len = self.text.len();
         self.sent_digest = digest;
@@ -677,8 +723,9 @@ fn stamp(message: &mut Message, length: usize, digest: headers::Digest) {
 }
 
 /// The size of an answer message with these headers and no text, counting the
-/// [`headers::LENGTH`] header at its widest and the [`headers::DIGEST`] header.
-fn overhead(headers: &BTreeMap<String, String>) -> usize {
+/// [`headers::LENGTH`] header at its widest, the [`headers::DIGEST`] header and, if
+/// `leased`, the [`lease::LEASE`] header at its widest.
+fn overhead(headers: &BTreeMap<String, String>, leased: bool) -> usize {
     let mut message = Message {
         name: Some(headers::ANSWER_NAME.to_owned()),
         ..Message::default()
@@ -686,6 +733,9 @@ fn overhead(headers: &BTreeMap<String, String>) -> usize {
     message.set_headers(headers);
     message.insert_header(headers::LENGTH, usize::MAX.to_string());
     message.insert_header(headers::DIGEST, headers::digest(""));
+    if leased {
+        message.insert_header(lease::LEASE, i64::MAX.to_string());
+    }
     message.wire_size()
 }
 

@@ -640,8 +640,8 @@ fn a_stream_that_skips_response_created_still_creates_first() {
 #[test]
 fn start_creates_before_any_event_and_only_once() {
     let mut h = Harness::window(40);
-    h.relay.start();
-    h.relay.start();
+    h.relay.start(Instant::from_millis(0));
+    h.relay.start(Instant::from_millis(0));
     h.drain();
     assert_eq!(h.transcript(), ["create"]);
     h.event(0, &created());
@@ -1312,4 +1312,97 @@ fn a_message_refused_as_too_large_ends_the_answer_incomplete_with_what_fits() {
         h.transcript()
     );
     assert_eq!(h.last().data, Some(json!("H")));
+}
+
+fn leased(window_ms: u64) -> Harness {
+    Harness::new(RelayConfig {
+        lease: Some(Lease {
+            duration: Duration::from_secs(9),
+            clock: crate::lease::UnixClock::new(1_000_000),
+        }),
+        ..config(window_ms)
+    })
+}
+
+fn lease_header(op: &PublishOp) -> Option<i64> {
+    op.message()
+        .header(crate::lease::LEASE)
+        .and_then(crate::lease::parse)
+}
+
+#[test]
+fn every_streaming_message_carries_a_lease_and_the_final_update_none() {
+    let mut h = leased(40);
+    h.event(0, &created());
+    h.event(100, &delta("m", "Hi"));
+    h.event(2_500, &delta("m", " there"));
+    h.event(2_600, &completed());
+    let ops: Vec<_> = h.ops.iter().map(|(t, op)| (*t, lease_header(op))).collect();
+    assert_eq!(
+        ops,
+        [
+            (0, Some(1_009_000)),
+            (100, Some(1_010_000)),
+            (2_500, Some(1_012_000)),
+            (2_600, None),
+        ]
+    );
+    assert_eq!(h.last().header(headers::STATUS), Some("completed"));
+    h.check_invariants();
+}
+
+#[test]
+fn a_quiet_answer_sends_an_empty_append_every_third_of_its_lease() {
+    let mut h = leased(40);
+    h.event(0, &created());
+    h.event(10, &delta("m", "Thinking"));
+    // The model goes quiet for 10 s: heartbeats at 3 s, 6 s and 9 s after the last message.
+    h.advance(10_010);
+    let beats: Vec<_> = h
+        .ops
+        .iter()
+        .skip(2)
+        .map(|(t, op)| {
+            (
+                *t,
+                op.text().to_owned(),
+                op.message().header(headers::LENGTH),
+            )
+        })
+        .collect();
+    assert_eq!(
+        beats,
+        [
+            (3_010, String::new(), Some("8")),
+            (6_010, String::new(), Some("8")),
+            (9_010, String::new(), Some("8")),
+        ]
+    );
+    assert!(h
+        .ops
+        .iter()
+        .skip(2)
+        .all(|(_, op)| matches!(op, PublishOp::Append(_))));
+    // Text resets the clock; the end stops the beats.
+    h.event(10_500, &delta("m", "!"));
+    h.event(11_000, &completed());
+    h.advance(60_000);
+    assert_eq!(h.subscriber_view(), "Thinking!");
+    assert_eq!(h.last().header(headers::STATUS), Some("completed"));
+    assert_eq!(h.ops.len(), 7, "{:?}", h.timed());
+}
+
+#[test]
+fn no_heartbeat_before_the_create_is_acknowledged_or_without_a_lease() {
+    let mut h = leased(40);
+    h.auto_ack = false;
+    h.event(0, &created());
+    h.advance(20_000);
+    assert_eq!(h.transcript(), ["create"]);
+    let mut plain = Harness::window(40);
+    plain.event(0, &created());
+    plain.event(10, &delta("m", "Hi"));
+    plain.advance(60_000);
+    assert_eq!(plain.ops.len(), 2);
+    assert!(plain.ops.iter().all(|(_, op)| lease_header(op).is_none()));
 }

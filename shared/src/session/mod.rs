@@ -118,6 +118,8 @@ pub struct SessionConfig {
     pub post_wait: Duration,
     /// How often a refused or overtaken final update is sent again.
     pub update_resends: u32,
+    /// The liveness lease of every answer ([`crate::lease`]); `None` publishes none.
+    pub lease: Option<crate::lease::Lease>,
 }
 
 impl Default for SessionConfig {
@@ -134,6 +136,7 @@ impl Default for SessionConfig {
             reconnect_wait: Duration::from_secs(60),
             post_wait: Duration::from_secs(20),
             update_resends: 3,
+            lease: None,
         }
     }
 }
@@ -303,11 +306,12 @@ impl Session {
             source: self.config.source.clone(),
             prompt: spec.prompt,
             max_message_size: self.config.max_message_size,
+            lease: self.config.lease,
         });
         self.answers
             .insert(id, Answer::new(relay, spec.channel, spec.create_id));
         if let Some(answer) = self.answers.get_mut(&id) {
-            answer.relay.start();
+            answer.relay.start(now);
         }
         self.after(now, id);
         id

@@ -90,8 +90,9 @@ impl ModelAnswer {
         part["part"] = json!({"type": "output_text", "text": ""});
         raw.push((t, part));
         for piece in &pieces {
-            // Bursts (no gap) as well as pauses longer than the relay's window.
-            t += [0, 0, 3, 8, 15, 30, 60][rng.index(7)];
+            // Bursts (no gap), pauses longer than the relay's window, and now and then a
+            // quiet stretch long enough for heartbeats (the simulated lease is 600 ms).
+            t += [0, 0, 3, 8, 15, 30, 60, 0, 3, 8, 15, 30, 60, 450][rng.index(14)];
             let mut delta = at(&item_id);
             delta["type"] = json!("response.output_text.delta");
             delta["delta"] = json!(piece);

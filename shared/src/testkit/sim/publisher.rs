@@ -75,6 +75,12 @@ impl Publisher {
             window: std::time::Duration::from_millis(window_ms),
             source: "replay".to_owned(),
             max_message_size: Some(65_536),
+            // A short lease, so that quiet stretches send heartbeats (empty appends) under
+            // the same faults as every other publish.
+            lease: Some(crate::lease::Lease {
+                duration: std::time::Duration::from_millis(600),
+                clock: crate::lease::UnixClock::new(1_700_000_000_000),
+            }),
             ..SessionConfig::default()
         });
         Self {

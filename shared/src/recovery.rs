@@ -1,0 +1,232 @@
+//! Answers whose publisher died: the ledger of answers in flight, and the final update a
+//! sweeper publishes for one whose lease lapsed.
+//!
+//! ```text
+//!  publisher: begun{channel, id} ─► ledger channel ◄─ ended{channel, id}   (refreshed while streaming)
+//!  sweeper:   ledger history ─► open entries ─► each answer's latest version (history by id)
+//!             ─► judge: Live | Over | Lost(final update: text so far, `failed`)
+//! ```
+//!
+//! The ledger lives on Ably, not in the daemon, so a restarted daemon or any other replica
+//! finds what a dead one left. Its channel lies outside the namespace browsers get tokens
+//! for, since it names every conversation with an answer in flight.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::headers::{self, Status};
+use crate::ids::{ChannelName, MessageId};
+use crate::lease;
+use crate::protocol::{Message, MessageAction};
+
+/// Name of the ledger message saying an answer is in flight (sent again while it streams).
+pub const BEGUN_NAME: &str = "begun";
+/// Name of the ledger message saying an answer has ended.
+pub const ENDED_NAME: &str = "ended";
+
+/// The `error` header of an answer ended by a sweeper.
+pub const PUBLISHER_LOST: &str = "the publisher was lost before the answer finished";
+
+/// How long past its lease a streaming answer is left before a sweeper ends it, for clock
+/// differences between hosts and a heartbeat in transit.
+pub const SWEEP_GRACE: Duration = Duration::from_secs(3);
+
+/// How often a daemon sweeps (each waits a random part of this again, so that replicas
+/// rarely sweep together).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(4);
+
+/// How often a streaming answer's `begun` entry is published again, so that it stays in
+/// the ledger's history (Ably keeps two minutes of an unpersisted channel).
+pub const REFRESH_EVERY: Duration = Duration::from_secs(60);
+
+/// How many of the ledger's latest messages a sweep reads.
+pub const LEDGER_WINDOW: u32 = 1000;
+
+/// The ledger channel of the daemons serving `namespace`: `<namespace>-ledger:answers`.
+pub fn ledger_channel(namespace: &str) -> ChannelName {
+    ChannelName::from(format!("{namespace}-ledger:answers"))
+}
+
+/// One answer in flight: its channel, and the id of its create.
+#[derive(Clone, Debug, Deserialize, Eq, Hash, PartialEq, Serialize)]
+pub struct Entry {
+    pub channel: ChannelName,
+    pub id: MessageId,
+}
+
+impl Entry {
+    /// The ledger message saying this answer is in flight.
+    pub fn begun(&self) -> Message {
+        self.message(BEGUN_NAME)
+    }
+
+    /// The ledger message saying this answer has ended.
+    pub fn ended(&self) -> Message {
+        self.message(ENDED_NAME)
+    }
+
+    fn message(&self, name: &str) -> Message {
+        let data = serde_json::to_string(self).unwrap_or_default();
+        Message {
+            name: Some(name.to_owned()),
+            data: Some(Value::String(data)),
+            ..Message::default()
+        }
+    }
+
+    fn of(message: &Message) -> Option<Self> {
+        let text = message.text().ok()?;
+        serde_json::from_str(&text).ok()
+    }
+}
+
+/// The answers the ledger says are in flight: those whose latest entry (in `history`,
+/// newest first) is `begun`. Messages that are not entries are skipped.
+pub fn open_entries(history: &[Message]) -> Vec<Entry> {
+    let mut seen = HashSet::new();
+    let mut open = Vec::new();
+    for message in history {
+        let name = message.name.as_deref();
+        if name != Some(BEGUN_NAME) && name != Some(ENDED_NAME) {
+            continue;
+        }
+        let Some(entry) = Entry::of(message) else {
+            continue;
+        };
+        if seen.insert(entry.clone()) && name == Some(BEGUN_NAME) {
+            open.push(entry);
+        }
+    }
+    open
+}
+
+/// What a sweeper makes of an answer in flight.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    /// Its lease holds (or it has none): leave it.
+    Live,
+    /// It has ended: only its ledger entry is left to close.
+    Over,
+    /// Its publisher is gone: publish this final update, then close the entry.
+    Lost(Box<Message>),
+}
+
+/// Judges `answer`, the latest version of an answer's message (as history gives it), at
+/// `now_ms` on the sweeper's wall clock.
+pub fn judge(answer: &Message, now_ms: i64) -> Verdict {
+    let Some(headers) = answer.headers() else {
+        return Verdict::Live;
+    };
+    let status = headers.get(headers::STATUS).and_then(|s| Status::parse(s));
+    if status.is_some_and(Status::is_terminal) || answer.action() == MessageAction::DELETE {
+        return Verdict::Over;
+    }
+    if !lease::is_lapsed(&headers, now_ms, SWEEP_GRACE) {
+        return Verdict::Live;
+    }
+    let Some(serial) = &answer.serial else {
+        return Verdict::Live;
+    };
+    let text = answer.text().unwrap_or_default();
+    let mut update = Message::update(serial, &text);
+    update.name = Some(headers::ANSWER_NAME.to_owned());
+    update.id = answer
+        .id
+        .as_ref()
+        .map(|id| MessageId::new(format!("{}:lost", id.as_str())));
+    let mut headers = headers;
+    headers.remove(lease::LEASE);
+    headers.insert(
+        headers::STATUS.to_owned(),
+        Status::Failed.as_str().to_owned(),
+    );
+    headers.insert(headers::ERROR.to_owned(), PUBLISHER_LOST.to_owned());
+    headers.insert(headers::LENGTH.to_owned(), text.len().to_string());
+    headers.insert(headers::DIGEST.to_owned(), headers::digest(&text));
+    update.set_headers(&headers);
+    Verdict::Lost(Box::new(update))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::Serial;
+
+    fn entry(channel: &str, id: &str) -> Entry {
+        Entry {
+            channel: ChannelName::from(channel),
+            id: MessageId::new(id),
+        }
+    }
+
+    #[test]
+    fn an_entry_is_open_while_its_newest_ledger_message_is_begun() {
+        let a = entry("ai:one", "x-answer-0");
+        let b = entry("ai:two", "x-answer-1");
+        let c = entry("ai:one", "y-answer-0");
+        let noise = Message::create("chatter", "{\"channel\":\"ai:one\"}");
+        // Newest first: b ended, a refreshed, c begun, a begun.
+        let history = [b.ended(), a.begun(), noise, c.begun(), b.begun(), a.begun()];
+        assert_eq!(open_entries(&history), [a.clone(), c.clone()]);
+        assert_eq!(open_entries(&[a.ended(), a.begun()]), []);
+        // An entry begun again after it ended (a restart reused nothing, but be strict).
+        assert_eq!(open_entries(&[a.begun(), a.ended()]), [a]);
+    }
+
+    fn answer(status: &str, lease: Option<&str>, text: &str) -> Message {
+        let mut message = Message::create(headers::ANSWER_NAME, text);
+        message.id = Some(MessageId::new("x-answer-0"));
+        message.serial = Some(Serial::new("s-1"));
+        message.insert_header(headers::STATUS, status.to_owned());
+        message.insert_header(headers::SOURCE, "openai".to_owned());
+        message.insert_header(headers::LENGTH, text.len().to_string());
+        if let Some(lease) = lease {
+            message.insert_header(lease::LEASE, lease.to_owned());
+        }
+        message
+    }
+
+    #[test]
+    fn a_lapsed_answer_gets_a_final_update_with_its_text_so_far() {
+        let lost = answer("streaming", Some("10000"), "Half an ans");
+        assert_eq!(judge(&lost, 12_000), Verdict::Live, "within the grace");
+        let Verdict::Lost(update) = judge(&lost, 13_001) else {
+            panic!("not judged lost")
+        };
+        assert_eq!(update.action, Some(MessageAction::UPDATE));
+        assert_eq!(update.serial, Some(Serial::new("s-1")));
+        assert_eq!(update.id, Some(MessageId::new("x-answer-0:lost")));
+        assert_eq!(update.text().unwrap(), "Half an ans");
+        assert_eq!(update.header(headers::STATUS), Some("failed"));
+        assert_eq!(update.header(headers::ERROR), Some(PUBLISHER_LOST));
+        assert_eq!(update.header(headers::LENGTH), Some("11"));
+        assert_eq!(
+            update.header(headers::DIGEST),
+            Some(headers::digest("Half an ans").as_str())
+        );
+        assert_eq!(update.header(headers::SOURCE), Some("openai"));
+        assert_eq!(update.header(lease::LEASE), None);
+    }
+
+    #[test]
+    fn ended_unleased_and_deleted_answers_are_left_alone() {
+        assert_eq!(
+            judge(&answer("completed", Some("10"), "Done"), 99_000),
+            Verdict::Over
+        );
+        assert_eq!(
+            judge(&answer("streaming", None, "Hi"), 99_000),
+            Verdict::Live
+        );
+        let mut deleted = answer("streaming", Some("10"), "");
+        deleted.action = Some(MessageAction::DELETE);
+        assert_eq!(judge(&deleted, 99_000), Verdict::Over);
+        let mut bare = Message::create(headers::ANSWER_NAME, "x");
+        bare.serial = Some(Serial::new("s-2"));
+        assert_eq!(judge(&bare, 99_000), Verdict::Live);
+    }
+}
