@@ -19,14 +19,16 @@ use std::time::Duration;
 use shared::connection::{errors, PublishOutcome};
 use shared::headers::Status;
 use shared::ids::MessageId;
+use shared::lease::{Lease, UnixClock};
 use shared::protocol::{ErrorInfo, Message, MessageAction};
+use shared::recovery::{self, Entry};
 use shared::session::{AnswerId, AnswerSpec, Session, SessionConfig};
 use shared::{ChannelName, Serial};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use rand::Rng;
 
-use crate::ably::rest::Rest;
+use crate::ably::rest::{unix_ms, Rest};
 use crate::ably::{Published, Realtime, APPENDS_NOT_ENABLED};
 use crate::metrics::Metrics;
 use crate::openai::{OpenAi, ResponseRequest, ResponseStream};
@@ -95,6 +97,13 @@ pub struct Answers {
     /// Namespaces whose channels were seen to accept appends.
     appends_ok: Arc<Mutex<HashSet<String>>>,
     active: Arc<AtomicUsize>,
+    /// How long each answer's liveness lease lasts, if it keeps one.
+    lease: Option<Duration>,
+    /// Where answers in flight are recorded for a sweeper ([`shared::recovery`]), if
+    /// anywhere.
+    ledger: Option<ChannelName>,
+    /// The creates of this process's answers in flight, which its own sweeper leaves alone.
+    running: Arc<Mutex<HashSet<MessageId>>>,
 }
 
 /// One answer to stream.
@@ -211,7 +220,36 @@ impl Answers {
             source: source.to_owned(),
             appends_ok: Arc::new(Mutex::new(HashSet::new())),
             active: Arc::new(AtomicUsize::new(0)),
+            lease: None,
+            ledger: None,
+            running: Arc::new(Mutex::new(HashSet::new())),
         }
+    }
+
+    /// Keeps a liveness lease of `lease` on every answer ([`shared::lease`]), or none.
+    pub fn with_lease(mut self, lease: Option<Duration>) -> Self {
+        self.lease = lease;
+        self.session = Arc::new(OnceLock::new());
+        self
+    }
+
+    /// Records every answer in flight on `ledger`, so that a sweeper ends it if this
+    /// process dies ([`shared::recovery`]).
+    pub fn with_ledger(mut self, ledger: ChannelName) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+
+    /// The ledger channel, if answers are recorded.
+    pub fn ledger(&self) -> Option<&ChannelName> {
+        self.ledger.as_ref()
+    }
+
+    /// Whether the answer created with `id` is streaming in this process.
+    pub fn is_running(&self, id: &MessageId) -> bool {
+        self.running
+            .lock()
+            .is_ok_and(|running| running.contains(id))
     }
 
     /// Sends answers' messages through `publish` instead of straight to the connection
@@ -277,6 +315,11 @@ impl Answers {
     fn session(&self) -> &mpsc::UnboundedSender<Command> {
         self.session.get_or_init(|| {
             let (commands, command_rx) = mpsc::unbounded_channel();
+            let epoch = tokio::time::Instant::now();
+            let lease = self.lease.map(|duration| Lease {
+                duration,
+                clock: UnixClock::new(unix_ms()),
+            });
             let task = SessionTask {
                 session: Session::new(SessionConfig {
                     window: self.window,
@@ -285,6 +328,7 @@ impl Answers {
                     source: self.source.clone(),
                     max_message_size: Some(self.realtime.snapshot().limits.max_message_size),
                     lookups: self.find.is_some(),
+                    lease,
                     ..SessionConfig::default()
                 }),
                 commands: command_rx,
@@ -293,7 +337,7 @@ impl Answers {
                 snapshot: self.realtime.watch(),
                 metrics: Arc::clone(&self.metrics),
                 active: Arc::clone(&self.active),
-                epoch: tokio::time::Instant::now(),
+                epoch,
             };
             tokio::spawn(task.run());
             commands
@@ -382,13 +426,65 @@ impl Answers {
         observer: &mut dyn Observer,
     ) -> Report {
         self.metrics.answers_started.fetch_add(1, Ordering::Relaxed);
+        let create_id = self.next_create_id();
+        let entry = Entry {
+            channel: job.channel.clone(),
+            id: create_id.clone(),
+        };
+        let _in_flight = self.record_begun(&entry).await;
+        let report = self.stream(job, create_id, &mut stop, observer).await;
+        // An answer whose end may not have reached the channel stays open for a sweeper,
+        // which closes the entry if the channel shows the end after all.
+        if report.publish_error.is_none() && !report.gave_up {
+            self.record(&entry.ended()).await;
+        }
+        report
+    }
+
+    /// Records `entry` on the ledger (if there is one) before its answer's create goes, so
+    /// that no answer can be left without a record; the guard forgets it here when dropped.
+    async fn record_begun(&self, entry: &Entry) -> Running {
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(entry.id.clone());
+        }
+        self.record(&entry.begun()).await;
+        Running {
+            running: Arc::clone(&self.running),
+            id: entry.id.clone(),
+        }
+    }
+
+    /// Posts one ledger message; a failure costs only the record (the lease still shows the
+    /// answer stalled if this process dies), so it is logged, not fatal.
+    async fn record(&self, message: &Message) {
+        let Some(ledger) = &self.ledger else { return };
+        if let Err(err) = self.post(ledger, message.clone()).await {
+            tracing::warn!(%ledger, error = %err.message, code = err.code, "could not record an answer on the ledger");
+        }
+    }
+
+    async fn stream(
+        &self,
+        job: Job,
+        create_id: MessageId,
+        stop: &mut watch::Receiver<Stop>,
+        observer: &mut dyn Observer,
+    ) -> Report {
+        let entry = Entry {
+            channel: job.channel.clone(),
+            id: create_id.clone(),
+        };
+        let mut refresh = tokio::time::interval_at(
+            tokio::time::Instant::now() + recovery::REFRESH_EVERY,
+            recovery::REFRESH_EVERY,
+        );
         let (updates_tx, mut updates) = mpsc::unbounded_channel();
         let (reply, id) = oneshot::channel();
         let start = Command::Start {
             spec: AnswerSpec {
                 channel: job.channel.clone(),
                 prompt: job.prompt.clone(),
-                create_id: self.next_create_id(),
+                create_id,
             },
             updates: updates_tx,
             reply,
@@ -418,6 +514,11 @@ impl Answers {
         let mut retries = 0;
         loop {
             tokio::select! {
+                _ = refresh.tick(), if self.ledger.is_some() => {
+                    let answers = self.clone();
+                    let begun = entry.begun();
+                    tokio::spawn(async move { answers.record(&begun).await });
+                }
                 update = updates.recv() => match update {
                     Some(Update::Created(result)) => {
                         observer.created(result.as_ref().map_err(String::as_str));
@@ -482,6 +583,20 @@ impl Answers {
                     }
                 },
             }
+        }
+    }
+}
+
+/// An answer in flight in this process, forgotten when dropped.
+struct Running {
+    running: Arc<Mutex<HashSet<MessageId>>>,
+    id: MessageId,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.running.lock() {
+            running.remove(&self.id);
         }
     }
 }

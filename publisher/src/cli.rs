@@ -83,6 +83,12 @@ pub struct AblyArgs {
     /// append, at most one append per window. 0 sends one append per token.
     #[arg(long, env = "ROLLUP_MS", default_value_t = 40)]
     pub rollup_ms: u64,
+
+    /// Seconds of the liveness lease every streaming answer carries (the `lease` header):
+    /// refreshed by its appends, and by an empty append when the model is quiet. Viewers
+    /// show an answer whose lease lapsed as stalled, and `serve` ends it `failed`. 0 = off.
+    #[arg(long, env = "ANSWER_LEASE", default_value_t = 10)]
+    pub answer_lease: u64,
 }
 
 /// Where answers come from.
@@ -366,6 +372,11 @@ impl AblyArgs {
     /// The publisher-side coalescing window.
     pub fn window(&self) -> Duration {
         Duration::from_millis(self.rollup_ms)
+    }
+
+    /// The answers' liveness lease, if any.
+    pub fn lease(&self) -> Option<Duration> {
+        (self.answer_lease > 0).then(|| Duration::from_secs(self.answer_lease))
     }
 }
 

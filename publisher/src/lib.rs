@@ -13,6 +13,7 @@ pub mod fuzzing;
 pub mod metrics;
 pub mod model;
 pub mod openai;
+pub mod recovery;
 pub mod replay;
 pub mod serve;
 pub mod setup;

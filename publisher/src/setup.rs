@@ -131,6 +131,7 @@ pub async fn start(
         &source,
     )
     .with_channel_rate(ably.ably_channel_rate)
+    .with_lease(ably.lease())
     .with_find(Arc::new(rest.clone()));
     Ok(Parts {
         answers,

@@ -3,6 +3,7 @@
 
 pub mod harness;
 pub mod js;
+pub mod process;
 pub mod proxy;
 pub mod publish;
 pub mod realtime;

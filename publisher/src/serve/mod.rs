@@ -34,6 +34,7 @@ use crate::answer::{Answers, Stop};
 use crate::cancel::Registry;
 use crate::cli::ServeArgs;
 use crate::metrics::Metrics;
+use crate::recovery::Sweeper;
 use crate::setup::{self, StartError};
 use guard::{BearerSecret, Gate, Origins, RateLimiter};
 
@@ -154,7 +155,12 @@ impl Server {
     pub async fn bind_with_gate(args: &ServeArgs, gate: Box<dyn Gate>) -> Result<Self, ServeError> {
         let default_channel = crate::channel::parse(&args.default_channel, Some(&args.namespace))?;
         let metrics = Arc::new(Metrics::default());
-        let parts = setup::start(&args.ably, &args.openai, Arc::clone(&metrics)).await?;
+        let mut parts = setup::start(&args.ably, &args.openai, Arc::clone(&metrics)).await?;
+        if args.ably.lease().is_some() {
+            parts.answers = parts
+                .answers
+                .with_ledger(shared::recovery::ledger_channel(&args.namespace));
+        }
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
             .map_err(|source| ServeError::Listen {
@@ -221,6 +227,8 @@ impl Server {
         let state = Arc::clone(&self.state);
         let app = router(Arc::clone(&self.state), self.web_dir.as_deref());
         let sweeper = tokio::spawn(detach_idle_channels(Arc::clone(&state)));
+        let recovery = Sweeper::new(state.answers.clone(), state.rest.clone())
+            .map(|sweeper| tokio::spawn(sweeper.run()));
         let graceful = {
             let state = Arc::clone(&state);
             async move {
@@ -239,6 +247,9 @@ impl Server {
         .with_graceful_shutdown(graceful)
         .await;
         sweeper.abort();
+        if let Some(recovery) = recovery {
+            recovery.abort();
+        }
         finish(&state).await;
         served.map_err(ServeError::Http)
     }

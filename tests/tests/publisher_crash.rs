@@ -1,0 +1,205 @@
+//! A daemon that dies mid-answer, as a real process killed with SIGKILL, against a real
+//! Sockudo: viewers see the answer stall once its lease lapses (from the channel's data
+//! alone), and a restarted daemon or another replica ends it `failed` with its text so far,
+//! within 30 s of the death. Issue 11, parts 1 and 2.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // Test code: a panic is a failure report.
+
+use std::time::Duration;
+
+use publisher::ably::rest::unix_ms;
+use publisher::replay::Synth;
+use serde_json::{json, Value};
+use shared::connection::AttachOptions;
+use shared::headers::{self, Status};
+use shared::recovery::{self, PUBLISHER_LOST};
+use shared::{lease, Serial};
+use tests::harness::{history, named, Replay};
+use tests::process::DaemonProcess;
+use tests::realtime::Subscriber;
+use tests::sockudo::Sockudo;
+
+/// About 40 s of answer: still streaming when the daemon is killed.
+const LONG: &str = "synth:tokens=800,rate=20";
+/// How soon after the death the answer must be ended.
+const RECOVERY_LIMIT: Duration = Duration::from_secs(30);
+
+/// Asks for an answer; gives its serial.
+async fn prompt(daemon: &DaemonProcess, channel: &str, input: &str) -> Serial {
+    let response = reqwest::Client::new()
+        .post(format!("{}/v1/prompts", daemon.url))
+        .json(&json!({"channel": channel, "input": input}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 202);
+    let body: Value = response.json().await.unwrap();
+    Serial::from(body["serial"].as_str().unwrap())
+}
+
+async fn viewer(server: &Sockudo, channel: &str, options: AttachOptions) -> Subscriber {
+    Subscriber::attach(&server.endpoint(), "viewer", channel, options)
+        .await
+        .unwrap()
+}
+
+/// Waits until the answer shows `min_len` bytes of text.
+async fn streaming(viewer: &mut Subscriber, serial: &Serial, min_len: usize) {
+    let found = viewer
+        .until(Duration::from_secs(30), |view| {
+            view.answer(serial)
+                .is_some_and(|a| a.text().len() >= min_len)
+        })
+        .await;
+    assert!(found, "answer {serial} never showed {min_len} bytes");
+}
+
+/// What a viewer sees of a publisher's death: the answer goes on saying `streaming`, its
+/// lease lapses, then a final update ends it. Returns (seconds until it looked stalled,
+/// seconds until it ended, its final text), timed from `died_ms`.
+async fn watch_recovery(
+    viewer: &mut Subscriber,
+    serial: &Serial,
+    died_ms: i64,
+) -> (f64, f64, String) {
+    let secs = |ms: i64| (ms - died_ms) as f64 / 1000.0;
+    let mut stalled = None;
+    loop {
+        let answer = viewer.view.answer(serial).unwrap();
+        let now = unix_ms();
+        if answer.status().is_terminal() {
+            let text = answer.text().to_owned();
+            assert_eq!(answer.status(), Status::Failed);
+            assert_eq!(answer.header(headers::ERROR), Some(PUBLISHER_LOST));
+            let stalled = stalled.expect("the answer never looked stalled before it ended");
+            return (secs(stalled), secs(now), text);
+        }
+        if stalled.is_none() && lease::is_lapsed(answer.headers(), now, Duration::ZERO) {
+            stalled = Some(now);
+        }
+        assert!(
+            now - died_ms < RECOVERY_LIMIT.as_millis() as i64,
+            "not ended within {RECOVERY_LIMIT:?} of the death: {:?}",
+            answer.headers()
+        );
+        viewer.until(Duration::from_millis(100), |_| false).await;
+    }
+}
+
+/// The text ends as a prefix of the model's and holds at least what viewers had when the
+/// publisher died; a rewind viewer and history agree with the live viewer.
+async fn check_the_end(
+    server: &Sockudo,
+    channel: &str,
+    serial: &Serial,
+    text: &str,
+    seen: usize,
+    full: &str,
+) {
+    assert!(full.starts_with(text), "not the model's text: {text:?}");
+    assert!(text.len() >= seen, "lost text: {} < {seen}", text.len());
+    assert!(
+        text.len() < full.len(),
+        "the whole answer arrived; the kill came too late"
+    );
+    let mut late = viewer(server, channel, AttachOptions::rewind(10)).await;
+    let ended = late
+        .until(Duration::from_secs(10), |view| {
+            view.answer(serial)
+                .is_some_and(|a| a.status() == Status::Failed)
+        })
+        .await;
+    assert!(ended, "a rewind viewer does not see the end");
+    assert_eq!(late.view.answer(serial).unwrap().text(), text);
+    let stored = history(&server.endpoint(), channel).await.unwrap();
+    let answer = named(&stored, headers::ANSWER_NAME)
+        .into_iter()
+        .find(|m| m.serial.as_ref() == Some(serial))
+        .expect("the answer is not in history");
+    assert_eq!(answer.header(headers::STATUS), Some("failed"));
+    assert_eq!(answer.text().unwrap(), text);
+    late.close().await;
+}
+
+fn full_text(input: &str) -> String {
+    Synth::for_request(LONG, Some(input))
+        .unwrap()
+        .unwrap()
+        .text()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_mid_answer_and_restarted_ends_the_answer_failed_with_its_text() {
+    let server = Sockudo::start().unwrap();
+    let replay = Replay::start(Duration::from_millis(2)).await.unwrap();
+    let channel = "ai:crash-restart";
+    let first = DaemonProcess::start(&server.endpoint(), &replay.base_url, LONG, &[])
+        .await
+        .unwrap();
+    let mut live = viewer(&server, channel, AttachOptions::default()).await;
+    let input = "tell me a long story";
+    let serial = prompt(&first, channel, input).await;
+    streaming(&mut live, &serial, 40).await;
+    first.kill().await;
+    let died = unix_ms();
+    let seen = live.view.answer(&serial).unwrap().text().len();
+    // systemd restarts it (deploy/publisher.service: RestartSec=2).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _second = DaemonProcess::start(&server.endpoint(), &replay.base_url, LONG, &[])
+        .await
+        .unwrap();
+    let (stalled, ended, text) = watch_recovery(&mut live, &serial, died).await;
+    eprintln!(
+        "restart: stalled after {stalled:.1} s, ended after {ended:.1} s, {} bytes",
+        text.len()
+    );
+    assert!(
+        stalled <= lease::DEFAULT_LEASE.as_secs_f64() + 1.5,
+        "stalled after {stalled} s"
+    );
+    check_the_end(&server, channel, &serial, &text, seen, &full_text(input)).await;
+    // The ledger closed the entry: nothing of it is left open.
+    let ledger = history(&server.endpoint(), recovery::ledger_channel("ai").as_str())
+        .await
+        .unwrap();
+    assert!(recovery::open_entries(&ledger).is_empty(), "{ledger:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_one_of_two_replicas_dies_the_other_ends_its_answer() {
+    let server = Sockudo::start().unwrap();
+    let replay = Replay::start(Duration::from_millis(2)).await.unwrap();
+    let channel = "ai:crash-replicas";
+    let doomed = DaemonProcess::start(&server.endpoint(), &replay.base_url, LONG, &[])
+        .await
+        .unwrap();
+    let survivor = DaemonProcess::start(&server.endpoint(), &replay.base_url, LONG, &[])
+        .await
+        .unwrap();
+    let mut live = viewer(&server, channel, AttachOptions::default()).await;
+    let lost_input = "a story that will be cut";
+    let kept_input = "a story that carries on";
+    let lost = prompt(&doomed, channel, lost_input).await;
+    let kept = prompt(&survivor, channel, kept_input).await;
+    streaming(&mut live, &lost, 40).await;
+    streaming(&mut live, &kept, 40).await;
+    doomed.kill().await;
+    let died = unix_ms();
+    let seen = live.view.answer(&lost).unwrap().text().len();
+    let (stalled, ended, text) = watch_recovery(&mut live, &lost, died).await;
+    eprintln!(
+        "replicas: stalled after {stalled:.1} s, ended after {ended:.1} s, {} bytes",
+        text.len()
+    );
+    check_the_end(&server, channel, &lost, &text, seen, &full_text(lost_input)).await;
+    // The survivor's own answer was never touched and completes whole.
+    let kept_text = full_text(kept_input);
+    let done = live
+        .until(Duration::from_secs(60), |view| {
+            view.answer(&kept)
+                .is_some_and(|a| a.status() == Status::Completed)
+        })
+        .await;
+    assert!(done, "the survivor's answer did not complete");
+    assert_eq!(live.view.answer(&kept).unwrap().text(), kept_text);
+}
