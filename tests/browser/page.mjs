@@ -186,6 +186,8 @@ export function answers(page) {
       serial: element.getAttribute('data-serial'),
       status: element.getAttribute('data-status'),
       partial: element.getAttribute('data-partial'),
+      stalled: element.getAttribute('data-stalled'),
+      badge: element.querySelector('.badge')?.textContent ?? null,
       text: element.querySelector('[data-role=text]')?.textContent ?? null,
       stop: element.querySelector('button[data-role=stop]') !== null,
     })),

@@ -433,6 +433,45 @@ async function stop(ctx) {
 }
 
 // ---------------------------------------------------------------------------------------
+// 10: the publisher dies mid-answer (SIGKILL): the page shows the answer stalled once its
+// lease lapses, from the channel's data alone (`publisher ask` keeps no ledger, so nobody
+// ends the answer here; the daemon's sweeper is tested in tests/tests/publisher_crash.rs)
+
+async function stalled(ctx) {
+  const run = ask(ctx, ctx.channel, 'synth:tokens=600,rate=20', 'browser test: a publisher that dies');
+  await waitFor(() => run.text().length >= 60 || run.proc.exit, {
+    timeout: 15_000,
+    what: 'ask to have streamed 60 characters',
+  });
+  check(!run.proc.exit, 'the answer ended before the publisher could be killed');
+  const { page } = await ctx.open(pageUrl(ctx.channel));
+  const live = await waitAnswer(page, null, (a) => a.status === 'streaming' && a.text, {
+    what: 'the streaming answer',
+  });
+  check(live.stalled === 'false', `a live answer shows data-stalled=${live.stalled}`);
+  run.proc.child.kill('SIGKILL');
+  const killed = Date.now();
+  const shown = await waitAnswer(page, live.serial, (a) => a.stalled === 'true', {
+    timeout: 20_000,
+    what: 'the answer to show as stalled',
+  });
+  const after = (Date.now() - killed) / 1000;
+  check(after <= 12.5, `stalled shown only ${after.toFixed(1)} s after the kill (lease 10 s)`);
+  check(shown.status === 'streaming', `a stalled answer says data-status=${shown.status}`);
+  check(/stalled/.test(shown.badge ?? ''), `the badge says ${JSON.stringify(shown.badge)}`);
+  // A viewer that arrives later sees the same, from rewind alone.
+  const { page: late } = await ctx.open(pageUrl(ctx.channel));
+  const seen = await waitAnswer(late, live.serial, (a) => a.stalled === 'true', {
+    timeout: 5_000,
+    what: 'a late viewer to show the answer stalled',
+  });
+  return (
+    `killed the publisher at ${normalise(live.text).length}+ chars; stalled shown ${after.toFixed(1)} s later, ` +
+    `still data-status=${shown.status}; a late viewer showed it stalled too (${normalise(seen.text).length} chars)`
+  );
+}
+
+// ---------------------------------------------------------------------------------------
 // 6: the network drops mid-stream
 
 async function reconnect(ctx) {
@@ -672,4 +711,5 @@ export const SCENARIOS = [
   { n: 7, name: '7-no-key-in-page', run: noKeyInPage, timeout: 30_000 },
   { n: 8, name: '8-guide-publisher', run: guidePublisher, timeout: 45_000 },
   { n: 9, name: '9-local-model', run: localModel, timeout: 90_000 },
+  { n: 10, name: '10-stalled-publisher', run: stalled, timeout: 60_000 },
 ];

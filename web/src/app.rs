@@ -34,6 +34,9 @@ struct Page {
     /// `None` = nothing older.
     earlier: RwSignal<Option<Option<String>>>,
     loading_earlier: RwSignal<bool>,
+    /// The publishers' wall clock as this page estimates it (ms since the Unix epoch),
+    /// ticking once a second, against which leases lapse.
+    now: RwSignal<i64>,
     shared: StoredValue<Shared, LocalStorage>,
 }
 
@@ -61,8 +64,15 @@ fn App() -> impl IntoView {
         notice: RwSignal::new(None),
         earlier: RwSignal::new(Some(None)),
         loading_earlier: RwSignal::new(false),
+        now: RwSignal::new(crate::live::server_now()),
         shared: StoredValue::new_local(Shared::default()),
     };
+    spawn_local(async move {
+        loop {
+            gloo_timers::future::TimeoutFuture::new(LEASE_TICK_MS).await;
+            page.now.set(crate::live::server_now());
+        }
+    });
     spawn_local(async move {
         if let Err(err) = boot(page).await {
             page.notice.set(Some(err));
@@ -224,6 +234,9 @@ fn on_event(
             let mut view = assembler.borrow_mut();
             if let Ok(changes) = view.apply(&message) {
                 page.rows.apply(&changes, &view);
+                if let Some(serial) = &message.serial {
+                    page.rows.refresh_lease(serial, &view);
+                }
                 for change in &changes {
                     if let Change::Gap { serial } = change {
                         spawn_local(repair_gap(page, serial.clone()));
@@ -234,6 +247,9 @@ fn on_event(
         _ => {}
     }
 }
+
+/// How often the page checks whether a streaming answer's lease has lapsed.
+const LEASE_TICK_MS: u32 = 1_000;
 
 /// How long an answer may wait for a missing append before the page reads history.
 const GAP_GRACE_MS: u32 = 1_500;
@@ -319,6 +335,9 @@ fn apply_history(
     for message in newest_first.iter().rev() {
         if let Ok(changes) = view.apply(message) {
             page.rows.apply(&changes, &view);
+            if let Some(serial) = &message.serial {
+                page.rows.refresh_lease(serial, &view);
+            }
         }
     }
 }
@@ -365,8 +384,14 @@ fn Turn(row: Row, page: Page) -> impl IntoView {
 fn Answer(row: Row, page: Page) -> impl IntoView {
     let serial = row.serial.as_str().to_owned();
     let streaming = move || row.status.get() == Status::Streaming;
+    // Streaming, but its publisher stopped renewing the lease: it may never end here.
+    let stalled =
+        move || streaming() && row.lease.get().is_some_and(|lease| page.now.get() > lease);
     let badge = move || {
         let status = row.status.get();
+        if stalled() {
+            return "stalled: the publisher stopped responding".to_owned();
+        }
         match (status, row.detail.get()) {
             (Status::Incomplete, Some(reason)) => format!("incomplete: {reason}"),
             (Status::Failed, Some(error)) => format!("failed: {error}"),
@@ -396,10 +421,16 @@ fn Answer(row: Row, page: Page) -> impl IntoView {
             data-serial=serial
             data-status=move || row.status.get().as_str()
             data-partial=move || row.partial.get().to_string()
+            data-stalled=move || stalled().to_string()
             aria-busy=move || streaming().to_string()
         >
             <div class="meta">
-                <span class="badge" data-status=move || row.status.get().as_str()>{badge}</span>
+                <span
+                    class="badge"
+                    data-status=move || if stalled() { "stalled" } else { row.status.get().as_str() }
+                >
+                    {badge}
+                </span>
                 <Show when=move || row.partial.get()>
                     <span class="partial" title="This page joined while the answer was being written; the beginning arrives when it ends.">
                         "joined mid-stream"

@@ -17,6 +17,26 @@ use shared::{ChannelName, Instant};
 
 use driver::Driver;
 
+thread_local! {
+    /// How far this browser's clock is from the servers', from the `issued` time of the
+    /// latest token.
+    static SKEW: std::cell::Cell<shared::lease::ClockSkew> = std::cell::Cell::default();
+}
+
+/// The servers' wall clock now, as well as this page can tell (ms since the Unix epoch).
+pub fn server_now() -> i64 {
+    SKEW.with(|skew| skew.get().server_time(js_sys::Date::now() as i64))
+}
+
+/// Notes a server time taken about now (a token's `issued`).
+fn observe_server_time(server_ms: i64) {
+    SKEW.with(|skew| {
+        let mut value = skew.get();
+        value.observe(js_sys::Date::now() as i64, server_ms);
+        skew.set(value);
+    });
+}
+
 /// A fresh token, or why there is none.
 pub type TokenFuture = Pin<Box<dyn Future<Output = Result<TokenDetails, String>>>>;
 

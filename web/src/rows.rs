@@ -4,6 +4,7 @@
 use leptos::prelude::*;
 use shared::assembler::{Assembler, Change};
 use shared::headers::{self, Status};
+use shared::lease;
 use shared::Serial;
 
 /// Whether a row is a prompt or an answer.
@@ -25,6 +26,9 @@ pub struct Row {
     /// Why an answer ended as it did: the `error` header, or the `reason` one.
     pub detail: RwSignal<Option<String>>,
     pub deleted: RwSignal<bool>,
+    /// The answer's liveness lease (ms since the Unix epoch, the publisher's clock), if
+    /// it carries one: past it, a streaming answer has lost its publisher.
+    pub lease: RwSignal<Option<i64>>,
 }
 
 impl Row {
@@ -37,6 +41,7 @@ impl Row {
             partial: RwSignal::new(partial),
             detail: RwSignal::new(None),
             deleted: RwSignal::new(false),
+            lease: RwSignal::new(None),
         }
     }
 }
@@ -99,6 +104,20 @@ impl Rows {
                 Change::Truncated { .. } | Change::Gap { .. } => {}
             }
         }
+    }
+
+    /// Takes the answer's latest lease from `view` after a message to `serial`, which may
+    /// change nothing else (an empty append is a heartbeat).
+    pub fn refresh_lease(&self, serial: &Serial, view: &Assembler) {
+        let Some(answer) = view.answer(serial) else {
+            return;
+        };
+        let lease = lease::lease_of(answer.headers());
+        self.with_row(serial, |row| {
+            if row.lease.get_untracked() != lease {
+                row.lease.set(lease);
+            }
+        });
     }
 
     /// How many rows there are.

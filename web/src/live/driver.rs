@@ -70,6 +70,7 @@ impl Driver {
                 Wake::Command(Some(Command::Close) | None) => self.conn.close(now()),
                 Wake::Command(Some(Command::Token(Ok(details)))) => {
                     let issued = if details.issued > 0 {
+                        super::observe_server_time(details.issued);
                         details.issued
                     } else {
                         js_sys::Date::now() as i64
