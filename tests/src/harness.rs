@@ -12,7 +12,7 @@ use publisher::replay::{self, ReplayConfig};
 use publisher::serve::{ServeError, Server};
 use shared::connection::{ApiKey, Endpoint};
 use shared::protocol::Message;
-use shared::ChannelName;
+use shared::{ChannelName, Serial};
 use tokio::sync::oneshot;
 
 use crate::fixtures_dir;
@@ -54,7 +54,7 @@ pub struct AskOutcome {
 }
 
 /// The common options pointing the publisher at a local Sockudo and a model server.
-fn base_args(ably: &str, openai: &str, model: &str) -> Vec<String> {
+pub(crate) fn base_args(ably: &str, openai: &str, model: &str) -> Vec<String> {
     [
         "--ably-endpoint",
         ably,
@@ -173,6 +173,26 @@ pub async fn history(ably: &str, channel: &str) -> Result<Vec<Message>, String> 
     rest.history(&ChannelName::from(channel), 100)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Asks the daemon at `url` for an answer on `channel` (`POST /v1/prompts`); gives the
+/// answer's serial once the daemon accepted the prompt.
+pub async fn prompt(url: &str, channel: &str, input: &str) -> Result<Serial, String> {
+    let response = reqwest::Client::new()
+        .post(format!("{url}/v1/prompts"))
+        .json(&serde_json::json!({"channel": channel, "input": input}))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response.json().await.map_err(|e| e.to_string())?;
+    if status != 202 {
+        return Err(format!("POST /v1/prompts: {status} {body}"));
+    }
+    body["serial"]
+        .as_str()
+        .map(Serial::from)
+        .ok_or_else(|| format!("no serial in {body}"))
 }
 
 /// The messages named `name` in `history`.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::sockudo::API_KEY;
+use crate::harness::base_args;
 
 /// A running daemon process; killed (SIGKILL) when dropped.
 pub struct DaemonProcess {
@@ -37,9 +37,7 @@ impl DaemonProcess {
         let bin = publisher_bin();
         let mut child = Command::new(&bin)
             .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(["--ably-endpoint", ably, "--ably-api-key", API_KEY])
-            .args(["--openai-base-url", openai, "--openai-api-key", "sk-test"])
-            .args(["--openai-model", model])
+            .args(base_args(ably, openai, model))
             .args(extra)
             .env(
                 "LOG",

@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use clap::Parser;
 use publisher::cli::{Cli, Command};
-use serde_json::{json, Value};
+use serde_json::json;
 use shared::connection::AttachOptions;
 use shared::headers::{self, Status};
 use shared::Serial;
-use tests::harness::{history, named, Daemon};
+use tests::harness::{history, named, prompt, Daemon};
 use tests::realtime::Subscriber;
 use tests::sockudo::{Sockudo, API_KEY};
 
@@ -57,18 +57,6 @@ async fn viewer(server: &Sockudo, channel: &str) -> Subscriber {
     .unwrap()
 }
 
-async fn prompt(daemon: &Daemon, channel: &str, input: &str) -> Serial {
-    let response = reqwest::Client::new()
-        .post(format!("{}/v1/prompts", daemon.url))
-        .json(&json!({"channel": channel, "input": input}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 202);
-    let body: Value = response.json().await.unwrap();
-    Serial::from(body["serial"].as_str().unwrap())
-}
-
 /// Waits for the answer to end; returns its status and text.
 async fn ended(viewer: &mut Subscriber, serial: &Serial) -> (Status, String) {
     let over = viewer
@@ -92,7 +80,7 @@ async fn the_offline_default_answers_with_the_real_model_and_stops_on_cancel() {
     let mut texts = Vec::new();
     for channel in ["ai:local-1", "ai:local-2"] {
         let mut viewer = viewer(&server, channel).await;
-        let serial = prompt(&daemon, channel, question).await;
+        let serial = prompt(&daemon.url, channel, question).await.unwrap();
         let (status, text) = ended(&mut viewer, &serial).await;
         assert!(
             matches!(status, Status::Completed | Status::Incomplete),
@@ -120,7 +108,9 @@ async fn the_offline_default_answers_with_the_real_model_and_stops_on_cancel() {
     // Stop mid-answer reaches the model: the answer ends cancelled, not at its limit.
     let channel = "ai:local-stop";
     let mut viewer = viewer(&server, channel).await;
-    let serial = prompt(&daemon, channel, "Write a long story about a dragon.").await;
+    let serial = prompt(&daemon.url, channel, "Write a long story about a dragon.")
+        .await
+        .unwrap();
     let streaming = viewer
         .until(WAIT, |view| {
             view.answer(&serial).is_some_and(|a| !a.text().is_empty())

@@ -9,12 +9,11 @@ use std::time::Duration;
 
 use publisher::ably::rest::unix_ms;
 use publisher::replay::Synth;
-use serde_json::{json, Value};
 use shared::connection::AttachOptions;
 use shared::headers::{self, Status};
 use shared::recovery::{self, PUBLISHER_LOST};
 use shared::{lease, Serial};
-use tests::harness::{history, named, Replay};
+use tests::harness::{history, named, prompt, Replay};
 use tests::process::DaemonProcess;
 use tests::realtime::Subscriber;
 use tests::sockudo::Sockudo;
@@ -23,19 +22,6 @@ use tests::sockudo::Sockudo;
 const LONG: &str = "synth:tokens=800,rate=20";
 /// How soon after the death the answer must be ended.
 const RECOVERY_LIMIT: Duration = Duration::from_secs(30);
-
-/// Asks for an answer; gives its serial.
-async fn prompt(daemon: &DaemonProcess, channel: &str, input: &str) -> Serial {
-    let response = reqwest::Client::new()
-        .post(format!("{}/v1/prompts", daemon.url))
-        .json(&json!({"channel": channel, "input": input}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 202);
-    let body: Value = response.json().await.unwrap();
-    Serial::from(body["serial"].as_str().unwrap())
-}
 
 async fn viewer(server: &Sockudo, channel: &str, options: AttachOptions) -> Subscriber {
     Subscriber::attach(&server.endpoint(), "viewer", channel, options)
@@ -138,7 +124,7 @@ async fn a_daemon_killed_mid_answer_and_restarted_ends_the_answer_failed_with_it
         .unwrap();
     let mut live = viewer(&server, channel, AttachOptions::default()).await;
     let input = "tell me a long story";
-    let serial = prompt(&first, channel, input).await;
+    let serial = prompt(&first.url, channel, input).await.unwrap();
     streaming(&mut live, &serial, 40).await;
     first.kill().await;
     let died = unix_ms();
@@ -179,8 +165,8 @@ async fn when_one_of_two_replicas_dies_the_other_ends_its_answer() {
     let mut live = viewer(&server, channel, AttachOptions::default()).await;
     let lost_input = "a story that will be cut";
     let kept_input = "a story that carries on";
-    let lost = prompt(&doomed, channel, lost_input).await;
-    let kept = prompt(&survivor, channel, kept_input).await;
+    let lost = prompt(&doomed.url, channel, lost_input).await.unwrap();
+    let kept = prompt(&survivor.url, channel, kept_input).await.unwrap();
     streaming(&mut live, &lost, 40).await;
     streaming(&mut live, &kept, 40).await;
     doomed.kill().await;
@@ -202,4 +188,38 @@ async fn when_one_of_two_replicas_dies_the_other_ends_its_answer() {
         .await;
     assert!(done, "the survivor's answer did not complete");
     assert_eq!(live.view.answer(&kept).unwrap().text(), kept_text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_killed_while_it_recovers_leaves_the_next_one_to_end_the_answer_once() {
+    let server = Sockudo::start().unwrap();
+    let replay = Replay::start(Duration::from_millis(2)).await.unwrap();
+    let channel = "ai:crash-twice";
+    let endpoint = server.endpoint();
+    let start = || DaemonProcess::start(&endpoint, &replay.base_url, LONG, &[]);
+    let first = start().await.unwrap();
+    let mut live = viewer(&server, channel, AttachOptions::default()).await;
+    let input = "a story told by three daemons";
+    let serial = prompt(&first.url, channel, input).await.unwrap();
+    streaming(&mut live, &serial, 40).await;
+    first.kill().await;
+    let died = unix_ms();
+    let seen = live.view.answer(&serial).unwrap().text().len();
+    // The second daemon starts sweeping, finds the lease still running, and dies too.
+    let second = start().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    second.kill().await;
+    let _third = start().await.unwrap();
+    let (_, ended, text) = watch_recovery(&mut live, &serial, died).await;
+    eprintln!("twice: ended after {ended:.1} s, {} bytes", text.len());
+    check_the_end(&server, channel, &serial, &text, seen, &full_text(input)).await;
+    let ledger = history(&server.endpoint(), recovery::ledger_channel("ai").as_str())
+        .await
+        .unwrap();
+    let closed = named(&ledger, recovery::ENDED_NAME)
+        .into_iter()
+        .filter(|m| m.text().is_ok_and(|t| t.contains(channel)))
+        .count();
+    assert_eq!(closed, 1, "the entry was closed {closed} times");
+    assert!(recovery::open_entries(&ledger).is_empty());
 }
