@@ -272,7 +272,13 @@ impl Answers {
     /// as the answers, and waits for its ACK or NACK.
     /// A message without an id gets one, so that a post whose outcome is unclear is found
     /// on the channel rather than called refused while it is there.
-    pub async fn post(&self, channel: &ChannelName, mut message: Message) -> PublishOutcome {
+    /// The post is handed to the session at once, before the returned future is polled,
+    /// so posts and answers started one after another reach the session in that order.
+    pub fn post(
+        &self,
+        channel: &ChannelName,
+        mut message: Message,
+    ) -> impl Future<Output = PublishOutcome> + Send + 'static {
         if message.id.is_none() {
             let (prefix, counter) = &*self.create_ids;
             let n = counter.fetch_add(1, Ordering::Relaxed);
@@ -291,10 +297,13 @@ impl Answers {
                 "the publisher session stopped",
             )
         };
-        if self.session().send(post).is_err() {
-            return Err(stopped());
+        let sent = self.session().send(post).is_ok();
+        async move {
+            if !sent {
+                return Err(stopped());
+            }
+            outcome.await.unwrap_or_else(|_| Err(stopped()))
         }
-        outcome.await.unwrap_or_else(|_| Err(stopped()))
     }
 
     /// Searches the channel for a create whose ACK was lost or refused by mistake.
@@ -431,7 +440,7 @@ impl Answers {
             channel: job.channel.clone(),
             id: create_id.clone(),
         };
-        let _in_flight = self.record_begun(&entry).await;
+        let _in_flight = self.record_begun(&entry);
         let report = self.stream(job, create_id, &mut stop, observer).await;
         // An answer whose end may not have reached the channel stays open for a sweeper,
         // which closes the entry if the channel shows the end after all.
@@ -441,13 +450,15 @@ impl Answers {
         report
     }
 
-    /// Records `entry` on the ledger (if there is one) before its answer's create goes, so
-    /// that no answer can be left without a record; the guard forgets it here when dropped.
-    async fn record_begun(&self, entry: &Entry) -> Running {
+    /// Records `entry` on the ledger (if there is one). The post reaches the session before
+    /// the answer's start, so its frame goes out ahead of the create on the same connection,
+    /// without waiting a round trip for its ACK; the guard forgets the answer here when
+    /// dropped.
+    fn record_begun(&self, entry: &Entry) -> Running {
         if let Ok(mut running) = self.running.lock() {
             running.insert(entry.id.clone());
         }
-        self.record(&entry.begun()).await;
+        tokio::spawn(self.record(&entry.begun()));
         Running {
             running: Arc::clone(&self.running),
             id: entry.id.clone(),
@@ -456,10 +467,18 @@ impl Answers {
 
     /// Posts one ledger message; a failure costs only the record (the lease still shows the
     /// answer stalled if this process dies), so it is logged, not fatal.
-    async fn record(&self, message: &Message) {
-        let Some(ledger) = &self.ledger else { return };
-        if let Err(err) = self.post(ledger, message.clone()).await {
-            tracing::warn!(%ledger, error = %err.message, code = err.code, "could not record an answer on the ledger");
+    fn record(&self, message: &Message) -> impl Future<Output = ()> + Send + 'static {
+        let posted = self
+            .ledger
+            .as_ref()
+            .map(|ledger| (ledger.clone(), self.post(ledger, message.clone())));
+        async move {
+            let Some((ledger, posted)) = posted else {
+                return;
+            };
+            if let Err(err) = posted.await {
+                tracing::warn!(%ledger, error = %err.message, code = err.code, "could not record an answer on the ledger");
+            }
         }
     }
 
@@ -515,9 +534,7 @@ impl Answers {
         loop {
             tokio::select! {
                 _ = refresh.tick(), if self.ledger.is_some() => {
-                    let answers = self.clone();
-                    let begun = entry.begun();
-                    tokio::spawn(async move { answers.record(&begun).await });
+                    tokio::spawn(self.record(&entry.begun()));
                 }
                 update = updates.recv() => match update {
                     Some(Update::Created(result)) => {

@@ -36,7 +36,7 @@ pub const SWEEP_GRACE: Duration = Duration::from_secs(3);
 
 /// How often a daemon sweeps (each waits a random part of this again, so that replicas
 /// rarely sweep together).
-pub const SWEEP_EVERY: Duration = Duration::from_secs(4);
+pub const SWEEP_EVERY: Duration = Duration::from_secs(2);
 
 /// How often a streaming answer's `begun` entry is published again, so that it stays in
 /// the ledger's history (Ably keeps two minutes of an unpersisted channel).
