@@ -435,13 +435,12 @@ impl Answers {
         observer: &mut dyn Observer,
     ) -> Report {
         self.metrics.answers_started.fetch_add(1, Ordering::Relaxed);
-        let create_id = self.next_create_id();
         let entry = Entry {
             channel: job.channel.clone(),
-            id: create_id.clone(),
+            id: self.next_create_id(),
         };
         let _in_flight = self.record_begun(&entry);
-        let report = self.stream(job, create_id, &mut stop, observer).await;
+        let report = self.stream(job, &entry, &mut stop, observer).await;
         // An answer whose end may not have reached the channel stays open for a sweeper,
         // which closes the entry if the channel shows the end after all.
         if report.publish_error.is_none() && !report.gave_up {
@@ -485,14 +484,10 @@ impl Answers {
     async fn stream(
         &self,
         job: Job,
-        create_id: MessageId,
+        entry: &Entry,
         stop: &mut watch::Receiver<Stop>,
         observer: &mut dyn Observer,
     ) -> Report {
-        let entry = Entry {
-            channel: job.channel.clone(),
-            id: create_id.clone(),
-        };
         let mut refresh = tokio::time::interval_at(
             tokio::time::Instant::now() + recovery::REFRESH_EVERY,
             recovery::REFRESH_EVERY,
@@ -503,7 +498,7 @@ impl Answers {
             spec: AnswerSpec {
                 channel: job.channel.clone(),
                 prompt: job.prompt.clone(),
-                create_id,
+                create_id: entry.id.clone(),
             },
             updates: updates_tx,
             reply,

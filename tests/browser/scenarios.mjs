@@ -41,6 +41,17 @@ function ask(ctx, channel, model, prompt, openaiUrl = ctx.sys.replayUrl) {
   return startAsk({ sockudoUrl: ctx.sys.sockudoUrl, openaiUrl, channel, model, prompt });
 }
 
+/** Starts `ask` and waits until it has streamed `chars` characters and is still going. */
+async function askStreaming(ctx, model, prompt, chars, why) {
+  const run = ask(ctx, ctx.channel, model, prompt);
+  await waitFor(() => run.text().length >= chars || run.proc.exit, {
+    timeout: 15_000,
+    what: `ask to have streamed ${chars} characters`,
+  });
+  check(!run.proc.exit, `the answer ended before ${why}`);
+  return run;
+}
+
 /** Fails unless the page's final text equals history's; returns how they compared. */
 function sameText(shown, published) {
   const comparison = compareTexts(shown ?? '', published ?? '');
@@ -227,12 +238,9 @@ async function liveFromStart(ctx) {
 // 2: a page opened mid-stream
 
 async function joinMidStream(ctx) {
-  const run = ask(ctx, ctx.channel, 'synth:tokens=180,rate=30', 'browser test: join mid-stream');
-  await waitFor(() => run.text().length >= 150 || run.proc.exit, {
-    timeout: 15_000,
-    what: 'ask to have streamed 150 characters',
-  });
-  check(!run.proc.exit, 'the answer ended before the page could join');
+  const run = await askStreaming(
+    ctx, 'synth:tokens=180,rate=30', 'browser test: join mid-stream', 150, 'the page could join',
+  );
   const streamedBefore = run.text().length;
   const { page } = await ctx.open(pageUrl(ctx.channel));
   const first = await waitAnswer(page, null, (a) => a.text !== null, { what: 'the answer to appear' });
@@ -438,12 +446,9 @@ async function stop(ctx) {
 // ends the answer here; the daemon's sweeper is tested in tests/tests/publisher_crash.rs)
 
 async function stalled(ctx) {
-  const run = ask(ctx, ctx.channel, 'synth:tokens=600,rate=20', 'browser test: a publisher that dies');
-  await waitFor(() => run.text().length >= 60 || run.proc.exit, {
-    timeout: 15_000,
-    what: 'ask to have streamed 60 characters',
-  });
-  check(!run.proc.exit, 'the answer ended before the publisher could be killed');
+  const run = await askStreaming(
+    ctx, 'synth:tokens=600,rate=20', 'browser test: a publisher that dies', 60, 'the publisher could be killed',
+  );
   const { page } = await ctx.open(pageUrl(ctx.channel));
   const live = await waitAnswer(page, null, (a) => a.status === 'streaming' && a.text, {
     what: 'the streaming answer',

@@ -114,26 +114,68 @@ fn full_text(input: &str) -> String {
         .text()
 }
 
+/// A real Sockudo and the replay server, with daemons started as processes against them.
+struct Rig {
+    server: Sockudo,
+    replay: Replay,
+}
+
+impl Rig {
+    async fn new() -> Self {
+        Self {
+            server: Sockudo::start().unwrap(),
+            replay: Replay::start(Duration::from_millis(2)).await.unwrap(),
+        }
+    }
+
+    async fn daemon(&self) -> DaemonProcess {
+        DaemonProcess::start(&self.server.endpoint(), &self.replay.base_url, LONG, &[])
+            .await
+            .unwrap()
+    }
+
+    async fn live_viewer(&self, channel: &str) -> Subscriber {
+        viewer(&self.server, channel, AttachOptions::default()).await
+    }
+
+    /// Starts a daemon, asks it for a long answer on `channel`, and SIGKILLs it once a live
+    /// viewer shows some text. Gives the viewer, the answer, when it died and how many
+    /// bytes the viewer had then.
+    async fn kill_mid_answer(
+        &self,
+        channel: &str,
+        input: &str,
+    ) -> (Subscriber, Serial, i64, usize) {
+        let daemon = self.daemon().await;
+        let mut live = self.live_viewer(channel).await;
+        let serial = prompt(&daemon.url, channel, input).await.unwrap();
+        streaming(&mut live, &serial, 40).await;
+        daemon.kill().await;
+        let died = unix_ms();
+        let seen = live.view.answer(&serial).unwrap().text().len();
+        (live, serial, died, seen)
+    }
+
+    /// The ledger's history.
+    async fn ledger(&self) -> Vec<shared::protocol::Message> {
+        history(
+            &self.server.endpoint(),
+            recovery::ledger_channel("ai").as_str(),
+        )
+        .await
+        .unwrap()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_killed_mid_answer_and_restarted_ends_the_answer_failed_with_its_text() {
-    let server = Sockudo::start().unwrap();
-    let replay = Replay::start(Duration::from_millis(2)).await.unwrap();
+    let rig = Rig::new().await;
     let channel = "ai:crash-restart";
-    let first = DaemonProcess::start(&server.endpoint(), &replay.base_url, LONG, &[])
-        .await
-        .unwrap();
-    let mut live = viewer(&server, channel, AttachOptions::default()).await;
     let input = "tell me a long story";
-    let serial = prompt(&first.url, channel, input).await.unwrap();
-    streaming(&mut live, &serial, 40).await;
-    first.kill().await;
-    let died = unix_ms();
-    let seen = live.view.answer(&serial).unwrap().text().len();
+    let (mut live, serial, died, seen) = rig.kill_mid_answer(channel, input).await;
     // systemd restarts it (deploy/publisher.service: RestartSec=2).
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let _second = DaemonProcess::start(&server.endpoint(), &replay.base_url, LONG, &[])
-        .await
-        .unwrap();
+    let _second = rig.daemon().await;
     let (stalled, ended, text) = watch_recovery(&mut live, &serial, died).await;
     eprintln!(
         "restart: stalled after {stalled:.1} s, ended after {ended:.1} s, {} bytes",
@@ -143,26 +185,27 @@ async fn a_daemon_killed_mid_answer_and_restarted_ends_the_answer_failed_with_it
         stalled <= lease::DEFAULT_LEASE.as_secs_f64() + 1.5,
         "stalled after {stalled} s"
     );
-    check_the_end(&server, channel, &serial, &text, seen, &full_text(input)).await;
+    check_the_end(
+        &rig.server,
+        channel,
+        &serial,
+        &text,
+        seen,
+        &full_text(input),
+    )
+    .await;
     // The ledger closed the entry: nothing of it is left open.
-    let ledger = history(&server.endpoint(), recovery::ledger_channel("ai").as_str())
-        .await
-        .unwrap();
+    let ledger = rig.ledger().await;
     assert!(recovery::open_entries(&ledger).is_empty(), "{ledger:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_one_of_two_replicas_dies_the_other_ends_its_answer() {
-    let server = Sockudo::start().unwrap();
-    let replay = Replay::start(Duration::from_millis(2)).await.unwrap();
+    let rig = Rig::new().await;
     let channel = "ai:crash-replicas";
-    let doomed = DaemonProcess::start(&server.endpoint(), &replay.base_url, LONG, &[])
-        .await
-        .unwrap();
-    let survivor = DaemonProcess::start(&server.endpoint(), &replay.base_url, LONG, &[])
-        .await
-        .unwrap();
-    let mut live = viewer(&server, channel, AttachOptions::default()).await;
+    let doomed = rig.daemon().await;
+    let survivor = rig.daemon().await;
+    let mut live = rig.live_viewer(channel).await;
     let lost_input = "a story that will be cut";
     let kept_input = "a story that carries on";
     let lost = prompt(&doomed.url, channel, lost_input).await.unwrap();
@@ -177,7 +220,15 @@ async fn when_one_of_two_replicas_dies_the_other_ends_its_answer() {
         "replicas: stalled after {stalled:.1} s, ended after {ended:.1} s, {} bytes",
         text.len()
     );
-    check_the_end(&server, channel, &lost, &text, seen, &full_text(lost_input)).await;
+    check_the_end(
+        &rig.server,
+        channel,
+        &lost,
+        &text,
+        seen,
+        &full_text(lost_input),
+    )
+    .await;
     // The survivor's own answer was never touched and completes whole.
     let kept_text = full_text(kept_input);
     let done = live
@@ -192,30 +243,27 @@ async fn when_one_of_two_replicas_dies_the_other_ends_its_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_killed_while_it_recovers_leaves_the_next_one_to_end_the_answer_once() {
-    let server = Sockudo::start().unwrap();
-    let replay = Replay::start(Duration::from_millis(2)).await.unwrap();
+    let rig = Rig::new().await;
     let channel = "ai:crash-twice";
-    let endpoint = server.endpoint();
-    let start = || DaemonProcess::start(&endpoint, &replay.base_url, LONG, &[]);
-    let first = start().await.unwrap();
-    let mut live = viewer(&server, channel, AttachOptions::default()).await;
     let input = "a story told by three daemons";
-    let serial = prompt(&first.url, channel, input).await.unwrap();
-    streaming(&mut live, &serial, 40).await;
-    first.kill().await;
-    let died = unix_ms();
-    let seen = live.view.answer(&serial).unwrap().text().len();
+    let (mut live, serial, died, seen) = rig.kill_mid_answer(channel, input).await;
     // The second daemon starts sweeping, finds the lease still running, and dies too.
-    let second = start().await.unwrap();
+    let second = rig.daemon().await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     second.kill().await;
-    let _third = start().await.unwrap();
+    let _third = rig.daemon().await;
     let (_, ended, text) = watch_recovery(&mut live, &serial, died).await;
     eprintln!("twice: ended after {ended:.1} s, {} bytes", text.len());
-    check_the_end(&server, channel, &serial, &text, seen, &full_text(input)).await;
-    let ledger = history(&server.endpoint(), recovery::ledger_channel("ai").as_str())
-        .await
-        .unwrap();
+    check_the_end(
+        &rig.server,
+        channel,
+        &serial,
+        &text,
+        seen,
+        &full_text(input),
+    )
+    .await;
+    let ledger = rig.ledger().await;
     let closed = named(&ledger, recovery::ENDED_NAME)
         .into_iter()
         .filter(|m| m.text().is_ok_and(|t| t.contains(channel)))

@@ -318,9 +318,8 @@ impl Relay {
         self.set_header(headers::ERROR, &cap(error, MAX_ERROR_HEADER_LEN));
         if let Some(limit) = self.config.max_message_size {
             self.fit_error_header(limit);
-            self.text.truncate_json(limit.saturating_sub(
-                overhead(&self.headers, self.config.lease.is_some()) + ENVELOPE_SLACK,
-            ));
+            self.text
+                .truncate_json(limit.saturating_sub(self.overhead(&self.headers) + ENVELOPE_SLACK));
         }
         let mut replacement = self.message(None, self.text.as_str());
         stamp(
@@ -457,6 +456,11 @@ impl Relay {
         }
     }
 
+    /// The size of an answer message with `headers` and no text, as this relay stamps it.
+    fn overhead(&self, headers: &BTreeMap<String, String>) -> usize {
+        overhead(headers, self.config.lease.is_some())
+    }
+
     /// Adds the lease to a message that says `streaming`.
     fn stamp_lease(&mut self, message: &mut Message, now: Instant) {
         if let Some(lease) = &self.config.lease {
@@ -528,6 +532,7 @@ impl Relay {
         let Some(limit) = self.config.max_message_size else {
             return;
         };
+        let leased = self.config.lease.is_some();
         let cut_overhead = *self.cut_overhead.get_or_insert_with(|| {
             let mut cut_headers = self.headers.clone();
             cut_headers.insert(
@@ -538,7 +543,7 @@ impl Relay {
                 headers::REASON.to_owned(),
                 MAX_MESSAGE_SIZE_REASON.to_owned(),
             );
-            overhead(&cut_headers, self.config.lease.is_some())
+            overhead(&cut_headers, leased)
         });
         let room = limit.saturating_sub(cut_overhead + ENVELOPE_SLACK);
         if self.text.json_len() > room {
@@ -577,9 +582,8 @@ impl Relay {
             // The final headers may be longer than the ones the text was checked against:
             // an error message is shortened first, then the text.
             self.fit_error_header(limit);
-            self.text.truncate_json(limit.saturating_sub(
-                overhead(&self.headers, self.config.lease.is_some()) + ENVELOPE_SLACK,
-            ));
+            self.text
+                .truncate_json(limit.saturating_sub(self.overhead(&self.headers) + ENVELOPE_SLACK));
         }
         if self.sent_len > self.text.len() {
             self.diverged = true;
@@ -593,8 +597,7 @@ impl Relay {
 
     /// Shortens the `error` header so that the headers alone fit in `limit`, if they can.
     fn fit_error_header(&mut self, limit: usize) {
-        let excess = (overhead(&self.headers, self.config.lease.is_some()) + ENVELOPE_SLACK)
-            .saturating_sub(limit);
+        let excess = (self.overhead(&self.headers) + ENVELOPE_SLACK).saturating_sub(limit);
         if excess == 0 {
             return;
         }
