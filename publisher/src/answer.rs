@@ -5,7 +5,8 @@
 //! opens and reads the model stream, forwards stops and reports.
 //!
 //! Reading stops once the session says the answer has ended, which also stops generation
-//! on a cancel.
+//! on a cancel. A background response whose stream breaks is streamed again from its last
+//! event, as [`shared::openai::Resumption`] decides, and never posted again.
 
 mod session;
 
@@ -31,8 +32,9 @@ use rand::Rng;
 use crate::ably::rest::{unix_ms, Rest};
 use crate::ably::{Published, Realtime, APPENDS_NOT_ENABLED};
 use crate::metrics::Metrics;
-use crate::openai::{OpenAi, ResponseRequest, ResponseStream};
+use crate::openai::{OpenAi, OpenAiError, ResponseRequest, ResponseStream};
 use session::{Command, Input, SessionTask, Update};
+use shared::openai::{Resume, Resumption};
 
 pub use shared::session::describe_refusal;
 
@@ -519,8 +521,9 @@ impl Answers {
 
         let openai = self.openai.clone();
         let request = job.request.clone();
-        let mut opening: Pin<Box<dyn Future<Output = _> + Send>> =
-            Box::pin(async move { openai.stream(&request).await });
+        let mut opening: Opening = Box::pin(async move { openai.stream(&request).await });
+        let mut resumption = Resumption::new();
+        let mut resuming = false;
         let mut stream: Option<ResponseStream> = None;
         let mut opened = false;
         let mut stop_open = true;
@@ -567,31 +570,54 @@ impl Answers {
                     opened = true;
                     match result {
                         Ok(s) => {
-                            retries = s.retries();
+                            if !resuming {
+                                retries = s.retries();
+                            }
                             stream = Some(s);
                         }
                         Err(err) => {
-                            tracing::warn!(channel = %job.channel, error = %err, "the model request failed");
+                            tracing::warn!(channel = %job.channel, error = %err, resuming, "the model request failed");
                             reading = false;
-                            feed.send(Input::Error(err.to_string()));
+                            feed.send(Input::Error(if resuming {
+                                format!("the model stream broke and could not be continued: {err}")
+                            } else {
+                                err.to_string()
+                            }));
                         }
                     }
                 }
                 item = next_event(&mut stream), if reading && stream.is_some() => match item {
-                    Some(Ok(event)) => feed.send(Input::Event(event)),
+                    Some(Ok(event)) => {
+                        if resumption.accept(&event) {
+                            feed.send(Input::Event(event));
+                        }
+                    }
                     Some(Err(err)) if !err.is_fatal() => {
                         tracing::warn!(channel = %job.channel, error = %err, "skipped a malformed stream event");
                     }
-                    Some(Err(err)) => {
-                        tracing::warn!(channel = %job.channel, error = %err, "the model stream failed");
-                        reading = false;
+                    broken => {
                         stream = None;
-                        feed.send(Input::Error(err.to_string()));
-                    }
-                    None => {
+                        if let Some(resume) = resumption.on_break() {
+                            tracing::info!(
+                                channel = %job.channel,
+                                response = %resume.response_id,
+                                after = resume.starting_after,
+                                attempt = resume.attempt,
+                                "the model stream broke; continuing the background response"
+                            );
+                            opening = resume_stream(self.openai.clone(), resume);
+                            opened = false;
+                            resuming = true;
+                            continue;
+                        }
                         reading = false;
-                        stream = None;
-                        feed.send(Input::End);
+                        match broken {
+                            Some(Err(err)) => {
+                                tracing::warn!(channel = %job.channel, error = %err, "the model stream failed");
+                                feed.send(Input::Error(err.to_string()));
+                            }
+                            _ => feed.send(Input::End),
+                        }
                     }
                 },
             }
@@ -636,6 +662,19 @@ impl Drop for Feed {
             self.send(Input::Error(ABANDONED_ERROR.to_owned()));
         }
     }
+}
+
+/// A model stream being opened.
+type Opening = Pin<Box<dyn Future<Output = Result<ResponseStream, OpenAiError>> + Send>>;
+
+/// Opens a broken background response's stream again after `resume.delay`.
+fn resume_stream(openai: OpenAi, resume: Resume) -> Opening {
+    Box::pin(async move {
+        tokio::time::sleep(resume.delay).await;
+        openai
+            .resume(&resume.response_id, resume.starting_after)
+            .await
+    })
 }
 
 async fn next_event(

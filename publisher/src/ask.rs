@@ -94,6 +94,7 @@ pub async fn run(
             input: Value::String(args.prompt.clone()),
             instructions: args.openai.instructions.clone(),
             max_output_tokens: args.openai.max_output_tokens,
+            background: args.openai.background(),
         },
         prompt: None,
     };

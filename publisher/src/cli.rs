@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use shared::connection::{ApiKey, Endpoint, PRODUCTION_ENDPOINT};
 use shared::openai::RetryPolicy;
 
@@ -125,6 +125,14 @@ pub struct OpenAiArgs {
     /// Seconds without any byte from the model before the answer fails as stalled.
     #[arg(long, env = "OPENAI_IDLE_TIMEOUT", default_value_t = 60)]
     pub openai_idle_timeout: u64,
+
+    /// Background mode: the model keeps generating when the stream drops, and the answer
+    /// is streamed again from where it stopped instead of failing. `auto` is on for
+    /// api.openai.com and off for other servers (most do not support it). OpenAI stores
+    /// background responses for about ten minutes, so it is not for zero-retention
+    /// projects.
+    #[arg(long, env = "OPENAI_BACKGROUND", value_enum, default_value_t = BackgroundMode::Auto)]
+    pub openai_background: BackgroundMode,
 
     /// Directory of recorded streams (`*.jsonl`): with no API key and no base URL, the
     /// built-in replay server answers from them instead of the local model.
@@ -380,7 +388,36 @@ impl AblyArgs {
     }
 }
 
+/// When answers ask for background mode.
+#[derive(Clone, Copy, Debug, Eq, PartialEq, ValueEnum)]
+pub enum BackgroundMode {
+    /// On for OpenAI's own API, off for any other server.
+    Auto,
+    /// Always.
+    On,
+    /// Never.
+    Off,
+}
+
 impl OpenAiArgs {
+    /// Whether requests ask for background mode.
+    pub fn background(&self) -> bool {
+        match self.openai_background {
+            BackgroundMode::On => true,
+            BackgroundMode::Off => false,
+            BackgroundMode::Auto => {
+                self.builtin().is_none()
+                    && self
+                        .openai_base_url
+                        .as_deref()
+                        .filter(|url| !url.is_empty())
+                        .unwrap_or(OPENAI_BASE_URL)
+                        .trim_end_matches('/')
+                        == OPENAI_BASE_URL
+            }
+        }
+    }
+
     /// Which built-in server answers, if one does: with no API key and no base URL, the
     /// replay server when REPLAY_DIR is set, else the local model.
     pub fn builtin(&self) -> Option<Builtin> {

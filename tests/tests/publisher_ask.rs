@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use publisher::answer::Report;
+use publisher::replay::Synth;
 use shared::connection::AttachOptions;
 use shared::headers::{self, Status};
 use tests::harness::{ask, history, named, Replay};
@@ -39,13 +41,7 @@ const EXPECTED: &[Expected] = &[
     Expected { recording: "08b_midstream_error_flat", status: Status::Failed, text: "", detail: Some(SERVER_ERROR), why: "the documented flat error shape reads the same" },
     Expected { recording: "09_http429_then_success", status: Status::Completed, text: "Hi!", detail: None, why: "a 429 before the stream is retried once, then the stream succeeds" },
     Expected { recording: "10_truncated_no_terminal", status: Status::Failed, text: "Cut off", detail: None, why: "a stream that stops mid-event with no terminal event is a failure (message checked below)" },
-    Expected {
-        recording: "12_background_resume",
-        status: Status::Failed,
-        text: "",
-        detail: None,
-        why: "the connection drops before any text; resuming a background response is a later step",
-    },
+    Expected { recording: "12_background_resume", status: Status::Completed, text: "Long answer", detail: None, why: "the connection drops after event 4; the background response is streamed again after it, never posted again" },
     Expected { recording: "11_framing_quirks", status: Status::Completed, text: "Framing quirks are fine.", detail: None, why: "CRLF, comments, split data lines and [DONE] are tolerated" },
 ];
 
@@ -144,4 +140,86 @@ async fn every_recording_ends_with_its_expected_text_and_status_everywhere() {
             "ask publishes no prompt message"
         );
     }
+}
+
+/// What one `publisher ask` of a synthesized answer ended as, live and in history.
+struct Seen {
+    report: Report,
+    live_text: String,
+    live_status: Status,
+    stored_text: String,
+    response_id: Option<String>,
+}
+
+/// Asks for `model` on a fresh replay server (so its first answer is `resp_synth_1`), with
+/// `extra` options, and waits for a live viewer to see the end.
+async fn ask_synth(server: &Sockudo, channel: &str, model: &str, extra: &[&str]) -> Seen {
+    let ably = server.endpoint();
+    let replay = Replay::start(Duration::ZERO).await.unwrap();
+    let mut live = Subscriber::attach(&ably, "live", channel, AttachOptions::default())
+        .await
+        .unwrap();
+    let outcome = ask(&ably, &replay.base_url, model, channel, "go on", extra)
+        .await
+        .unwrap();
+    let serial = outcome.report.serial.clone().expect("created");
+    let done = live
+        .until(WAIT, |view| {
+            view.answer(&serial)
+                .is_some_and(|a| a.status().is_terminal())
+        })
+        .await;
+    assert!(done, "{:?}\nstderr: {}", outcome.report, outcome.stderr);
+    let answer = live.view.answer(&serial).unwrap();
+    let (live_text, live_status) = (answer.text().to_owned(), answer.status());
+    let response_id = answer.header(headers::RESPONSE_ID).map(str::to_owned);
+    live.close().await;
+    let history = history(&ably, channel).await.unwrap();
+    let answers = named(&history, headers::ANSWER_NAME);
+    assert_eq!(answers.len(), 1, "history: {history:?}");
+    Seen {
+        report: outcome.report,
+        live_text,
+        live_status,
+        stored_text: answers[0].text().unwrap(),
+        response_id,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_answer_whose_stream_drops_is_continued_with_the_exact_text() {
+    let server = Sockudo::start().unwrap();
+    let model = "synth:tokens=80,rate=200,seed=9,fault=drop@30";
+    let whole = Synth::parse(model).unwrap().unwrap().text();
+    let seen = ask_synth(
+        &server,
+        "ai:ask-background-drop",
+        model,
+        &["--openai-background", "on", "--rollup-ms", "0"],
+    )
+    .await;
+    assert_eq!(seen.report.status, Status::Completed, "{:?}", seen.report);
+    assert_eq!(seen.report.text, whole);
+    // A live viewer, who got the appends before and after the break, and history agree:
+    // no character lost or doubled.
+    assert_eq!(
+        (seen.live_text.as_str(), seen.live_status),
+        (whole.as_str(), Status::Completed)
+    );
+    assert_eq!(seen.stored_text, whole);
+    // The first answer of the replay server: the request was never posted again.
+    assert_eq!(seen.response_id.as_deref(), Some("resp_synth_1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_foreground_answer_whose_stream_drops_fails_with_the_text_so_far() {
+    let server = Sockudo::start().unwrap();
+    let model = "synth:tokens=80,rate=0,seed=9,fault=drop@30";
+    let so_far = Synth::parse(model).unwrap().unwrap().streamed_text();
+    // `auto` is off for any server but OpenAI's.
+    let seen = ask_synth(&server, "ai:ask-foreground-drop", model, &[]).await;
+    assert_eq!(seen.report.status, Status::Failed, "{:?}", seen.report);
+    assert_eq!(seen.live_text, so_far);
+    assert_eq!(seen.stored_text, so_far);
+    assert_eq!(seen.live_status, Status::Failed);
 }

@@ -197,12 +197,7 @@ impl Rig {
         let answers = self.answers.clone().with_publish(publish);
         let job = Job {
             channel: ChannelName::from(self.channel),
-            request: ResponseRequest {
-                model: model.to_owned(),
-                input: "x".into(),
-                instructions: None,
-                max_output_tokens: None,
-            },
+            request: ResponseRequest::new(model, "x"),
             prompt: None,
         };
         let (_stop_tx, stop) = tokio::sync::watch::channel(Stop::No);

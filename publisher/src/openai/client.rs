@@ -75,6 +75,9 @@ pub struct ResponseRequest {
     pub instructions: Option<String>,
     /// The token budget for reasoning and visible output together.
     pub max_output_tokens: Option<u32>,
+    /// Asks for a background response, which goes on generating when the connection
+    /// drops and can be streamed again ([`OpenAi::resume`]). OpenAI stores such responses.
+    pub background: bool,
 }
 
 impl ResponseRequest {
@@ -85,6 +88,7 @@ impl ResponseRequest {
             input: input.into(),
             instructions: None,
             max_output_tokens: None,
+            background: false,
         }
     }
 }
@@ -100,6 +104,8 @@ impl Serialize for ResponseRequest {
             instructions: Option<&'a str>,
             #[serde(skip_serializing_if = "Option::is_none")]
             max_output_tokens: Option<u32>,
+            #[serde(skip_serializing_if = "std::ops::Not::not")]
+            background: bool,
             stream: bool,
         }
         Wire {
@@ -107,6 +113,7 @@ impl Serialize for ResponseRequest {
             input: &self.input,
             instructions: self.instructions.as_deref(),
             max_output_tokens: self.max_output_tokens,
+            background: self.background,
             stream: true,
         }
         .serialize(serializer)
@@ -213,9 +220,45 @@ impl OpenAi {
         let body = serde_json::to_vec(request)
             .map(Bytes::from)
             .map_err(|e| OpenAiError::Request(e.to_string()))?;
+        let inner = &*self.inner;
+        self.open(|| {
+            inner
+                .http
+                .post(inner.url.clone())
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(body.clone())
+        })
+        .await
+    }
+
+    /// Streams a background response again after the event numbered `starting_after`:
+    /// `GET {base}/responses/{id}?stream=true&starting_after=N`, retried like a create
+    /// until a stream begins (asking again costs nothing: nothing new is generated).
+    pub async fn resume(
+        &self,
+        response_id: &str,
+        starting_after: u64,
+    ) -> Result<ResponseStream, OpenAiError> {
+        let inner = &*self.inner;
+        let mut url = inner.url.clone();
+        url.path_segments_mut()
+            .map_err(|()| OpenAiError::Config("the base URL cannot take a path".into()))?
+            .push(response_id);
+        url.query_pairs_mut()
+            .append_pair("stream", "true")
+            .append_pair("starting_after", &starting_after.to_string());
+        self.open(|| inner.http.get(url.clone())).await
+    }
+
+    /// Sends the request `build` makes until a 2xx event stream begins or the retry
+    /// policy gives up.
+    async fn open(
+        &self,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<ResponseStream, OpenAiError> {
         let mut retries = 0;
         loop {
-            let (failure, error) = match self.attempt(body.clone()).await {
+            let (failure, error) = match self.attempt(build()).await {
                 Outcome::Stream(response) => {
                     return Ok(ResponseStream::open(
                         response,
@@ -243,14 +286,9 @@ impl OpenAi {
     }
 
     /// Sends the request once and sorts out what came back.
-    async fn attempt(&self, body: Bytes) -> Outcome {
+    async fn attempt(&self, request: reqwest::RequestBuilder) -> Outcome {
         let inner = &*self.inner;
-        let send = inner
-            .http
-            .post(inner.url.clone())
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send();
+        let send = request.send();
         let response = match tokio::time::timeout(inner.idle_timeout, send).await {
             Ok(Ok(response)) => response,
             Ok(Err(error)) => return self.unreachable(self.describe_send_error(&error)),

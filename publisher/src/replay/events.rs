@@ -53,6 +53,11 @@ impl AnswerEvents {
         &self.response_id
     }
 
+    /// The `sequence_number` the next event gets.
+    pub fn next_sequence(&self) -> u64 {
+        self.sequence
+    }
+
     /// A numbered SSE frame: `event: <kind>` and the event with its `type` and
     /// `sequence_number` set.
     pub fn event(&mut self, kind: &str, mut event: Value) -> Bytes {

@@ -15,9 +15,16 @@
 //! each step goes out as its own chunk, [`ReplayConfig::interval`] apart. A recording with a
 //! `disconnect_after_seq` marker is played up to the marker, then the connection is dropped.
 //!
+//! A request with `background: true` for a synthesized answer, and a recorded background
+//! response, are kept: `GET /v1/responses/{id}?stream=true&starting_after=N` streams the
+//! answer's events after N (all of them without it), the time the client was away already
+//! passed, as OpenAI does for background responses. A `drop@K` fault breaks only the first
+//! connection.
+//!
 //! No `Accept` header or credentials are required; a body that is not a streaming create
 //! request gets a 400 with an OpenAI-shaped error.
 
+mod background;
 pub(crate) mod events;
 mod plan;
 pub(crate) mod request;
@@ -33,16 +40,17 @@ use std::{fs, io};
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
+use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::{Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::Router;
 use shared::openai::{Recording, RecordingError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use background::Background;
 use plan::{Closing, Plan};
 use request::{CreateRequest, RequestError};
 pub use synth::{friendly_text, Fault, Synth, DEFAULT_RATE, DEFAULT_TOKENS, MAX_TOKENS};
@@ -245,6 +253,8 @@ fn app(config: ReplayConfig, closing: Closing) -> Router {
     Router::new()
         .route("/v1/responses", post(create_response))
         .route("/responses", post(create_response))
+        .route("/v1/responses/{id}", get(retrieve_response))
+        .route("/responses/{id}", get(retrieve_response))
         .fallback(unknown_route)
         .method_not_allowed_fallback(unknown_route)
         .with_state(state)
@@ -271,11 +281,47 @@ async fn create_response(
     }
 }
 
+/// The query of `GET /responses/{id}`.
+#[derive(Debug, serde::Deserialize)]
+struct RetrieveQuery {
+    #[serde(default)]
+    stream: bool,
+    starting_after: Option<u64>,
+}
+
+async fn retrieve_response(
+    State(server): State<Arc<Server>>,
+    UrlPath(id): UrlPath<String>,
+    query: Result<Query<RetrieveQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let plan = match query {
+        Err(rejection) => Err(RequestError::new(
+            StatusCode::BAD_REQUEST,
+            rejection.body_text(),
+            "invalid_query",
+        )),
+        Ok(Query(query)) if !query.stream => Err(RequestError::new(
+            StatusCode::BAD_REQUEST,
+            "The local replay server only streams responses: add stream=true.".to_owned(),
+            "unsupported_value",
+        )),
+        Ok(Query(query)) => server.resume(&id, query.starting_after),
+    };
+    match plan {
+        Ok(plan) => plan.into_response(server.closing.clone()),
+        Err(error) => {
+            warn!(status = %error.status, message = %error.message, "rejected a retrieve");
+            error.into_response()
+        }
+    }
+}
+
 async fn unknown_route(method: Method, uri: Uri) -> Response {
     RequestError::new(
         StatusCode::NOT_FOUND,
         format!(
-            "Unknown request URL: {method} {uri}. The replay server serves POST /v1/responses."
+            "Unknown request URL: {method} {uri}. The replay server serves POST /v1/responses \
+             and GET /v1/responses/{{id}}?stream=true."
         ),
         "unknown_url",
     )
@@ -294,6 +340,8 @@ struct Server {
     synthesized: AtomicU64,
     closing: Closing,
     delta_log: Option<DeltaLog>,
+    /// Background answers, to be streamed again.
+    background: Mutex<Background>,
 }
 
 impl Server {
@@ -311,6 +359,7 @@ impl Server {
             synthesized: AtomicU64::new(0),
             closing,
             delta_log: config.delta_log,
+            background: Mutex::new(Background::default()),
         }
     }
 
@@ -354,6 +403,7 @@ impl Server {
             warn!(%name, "the recording has no attempts");
             return Plan::server_error("the recording has no attempts");
         };
+        self.background().keep_recording(attempt, self.interval);
         info!(
             %model,
             recording = %name,
@@ -380,7 +430,33 @@ impl Server {
             _ => false,
         };
         info!(%model, id = number, fails, "playing a synthesized answer");
+        if request.background && !fails {
+            self.background()
+                .keep_synth(context.response_id(), synth.background_plan(&context));
+        }
         synth.plan(&context, fails)
+    }
+
+    /// The stream of a kept background answer after event `after`.
+    fn resume(&self, id: &str, after: Option<u64>) -> Result<Plan, RequestError> {
+        let plan = self.background().resume(id, after).ok_or_else(|| {
+            RequestError::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "No background response with id '{id}' is kept here (only background \
+                     answers can be streamed again)."
+                ),
+                "not_found",
+            )
+        })?;
+        info!(%id, ?after, "streaming a background answer again");
+        Ok(plan)
+    }
+
+    fn background(&self) -> std::sync::MutexGuard<'_, Background> {
+        self.background
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Counts a request for `name`, returning how many came before it.

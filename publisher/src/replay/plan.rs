@@ -31,6 +31,8 @@ pub(crate) struct Plan {
 pub(crate) enum Action {
     /// Write these bytes as one chunk.
     Write(Bytes),
+    /// Write one SSE frame, the stream event numbered `seq`, as one chunk.
+    Event { seq: u64, frame: Bytes },
     /// Wait this long before the next action.
     Pause(Duration),
     /// Send nothing more, keeping the connection open until the client leaves or the server
@@ -59,15 +61,22 @@ impl Plan {
         } else {
             Replay::Full
         };
+        let mut plan = Self::from_chunks(attempt, replay, interval);
+        if disconnects {
+            plan.actions.push(Action::Drop);
+        }
+        plan
+    }
+
+    /// The attempt's status, headers and chunks for one way of replaying it, `interval`
+    /// apart.
+    pub fn from_chunks(attempt: &Attempt, replay: Replay, interval: Duration) -> Self {
         let mut actions = Vec::new();
         for (index, chunk) in attempt.render_chunks(replay).into_iter().enumerate() {
             if index > 0 && !interval.is_zero() {
                 actions.push(Action::Pause(interval));
             }
             actions.push(Action::Write(Bytes::from(chunk)));
-        }
-        if disconnects {
-            actions.push(Action::Drop);
         }
         Self {
             status: attempt.status,
@@ -76,6 +85,41 @@ impl Plan {
                 .iter()
                 .map(|(name, value)| (name.clone(), value.clone()))
                 .collect(),
+            actions,
+        }
+    }
+
+    /// What a client streaming the same answer again after event `after` (from its start
+    /// without one) gets, `elapsed`
+    /// after the answer began: the actions after that event, without the pauses that have
+    /// passed meanwhile (a background response kept being generated), and without a drop
+    /// (that fault breaks only the first connection).
+    pub fn resumed(&self, after: Option<u64>, elapsed: Duration) -> Self {
+        let start = after
+            .and_then(|after| {
+                self.actions.iter().rposition(
+                    |action| matches!(action, Action::Event { seq, .. } if *seq <= after),
+                )
+            })
+            .map_or(0, |last| last + 1);
+        let mut clock = Duration::ZERO;
+        let mut actions = Vec::new();
+        for (index, action) in self.actions.iter().enumerate() {
+            if let Action::Pause(pause) = action {
+                let before = clock;
+                clock = clock.saturating_add(*pause);
+                if index >= start && clock > elapsed {
+                    actions.push(Action::Pause(clock - elapsed.max(before)));
+                }
+                continue;
+            }
+            if index >= start && !matches!(action, Action::Drop) {
+                actions.push(action.clone());
+            }
+        }
+        Self {
+            status: self.status,
+            headers: self.headers.clone(),
             actions,
         }
     }
@@ -181,7 +225,9 @@ fn play(
         let (mut actions, mut closing) = script?;
         loop {
             match actions.pop_front()? {
-                Action::Write(bytes) => return Some((Ok(bytes), Some((actions, closing)))),
+                Action::Write(bytes) | Action::Event { frame: bytes, .. } => {
+                    return Some((Ok(bytes), Some((actions, closing))))
+                }
                 Action::Pause(pause) => {
                     tokio::select! {
                         () = tokio::time::sleep(pause) => {}

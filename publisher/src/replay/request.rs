@@ -13,6 +13,8 @@ pub(crate) struct CreateRequest {
     pub last_input_text: Option<String>,
     /// A rough count of input tokens (about four bytes each), for the usage report.
     pub input_tokens: u64,
+    /// Whether `background: true` asks for a response that outlives its connection.
+    pub background: bool,
 }
 
 impl CreateRequest {
@@ -58,11 +60,22 @@ impl CreateRequest {
                 ))
             }
         }
+        let background = match fields.get("background") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(background)) => *background,
+            Some(_) => {
+                return Err(RequestError::bad(
+                    "Invalid type for 'background': expected a boolean.",
+                    "invalid_type",
+                ))
+            }
+        };
         let input_bytes = input.to_string().len() as u64;
         Ok(Self {
             model,
             last_input_text: last_input_text(input),
             input_tokens: input_bytes.div_ceil(4).max(1),
+            background,
         })
     }
 }

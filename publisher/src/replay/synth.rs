@@ -47,6 +47,10 @@ const MIN_RATE: f64 = 0.01;
 ///   - `incomplete@K`: after K deltas the message is closed and `response.incomplete` says
 ///     `max_output_tokens`.
 ///   - `failed@K`: after K deltas, `response.failed` with an error message.
+///   - `drop@K`: after K deltas the connection drops. A request with `background: true`
+///     can then stream the rest with `GET /v1/responses/{id}?stream=true&starting_after=N`;
+///     without it the answer is lost, as OpenAI stops generating a foreground response
+///     whose connection is gone.
 ///
 ///   K may not exceed `tokens`.
 ///
@@ -88,6 +92,9 @@ pub enum Fault {
     Incomplete(u32),
     /// `response.failed` after this many deltas.
     Failed(u32),
+    /// The connection dropped after this many deltas; a background answer goes on, to be
+    /// streamed again with `starting_after`.
+    Drop(u32),
 }
 
 impl Default for Synth {
@@ -272,6 +279,13 @@ impl Synth {
             _ => stream(context, &self.deltas(), self.fault, self.delta_pause()),
         }
     }
+
+    /// The whole stream of a background answer, as a client that streams it again finds
+    /// it: a drop broke only the first connection, so it is not in here.
+    pub(crate) fn background_plan(&self, context: &Context) -> Plan {
+        let fault = self.fault.filter(|fault| !matches!(fault, Fault::Drop(_)));
+        stream(context, &self.deltas(), fault, self.delta_pause())
+    }
 }
 
 impl fmt::Display for Synth {
@@ -294,7 +308,8 @@ impl Fault {
             | Self::Truncate(after)
             | Self::Stall(after)
             | Self::Incomplete(after)
-            | Self::Failed(after) => Some(after),
+            | Self::Failed(after)
+            | Self::Drop(after) => Some(after),
         }
     }
 
@@ -327,9 +342,10 @@ impl Fault {
             "stall" => positioned(Self::Stall),
             "incomplete" => positioned(Self::Incomplete),
             "failed" => positioned(Self::Failed),
+            "drop" => positioned(Self::Drop),
             _ => Err(format!(
                 "unknown fault `{kind}` (the faults are http429, http500, http401, quota, \
-                 error@K, truncate@K, stall@K, incomplete@K and failed@K)"
+                 error@K, truncate@K, stall@K, incomplete@K, failed@K and drop@K)"
             )),
         }
     }
@@ -349,6 +365,7 @@ impl fmt::Display for Fault {
             Self::Stall(_) => "stall",
             Self::Incomplete(_) => "incomplete",
             Self::Failed(_) => "failed",
+            Self::Drop(_) => "drop",
         };
         match self.after() {
             Some(after) => write!(f, "{kind}@{after}"),
@@ -413,6 +430,8 @@ pub(crate) struct Context {
     pub created_at: u64,
     /// Where to record when each delta is written, if anywhere.
     pub delta_log: Option<super::DeltaLog>,
+    /// Whether the request asked for background mode (echoed in the response object).
+    pub background: bool,
 }
 
 impl Context {
@@ -426,7 +445,13 @@ impl Context {
             input_tokens: request.input_tokens,
             created_at,
             delta_log: None,
+            background: request.background,
         }
+    }
+
+    /// The answer's response id, `resp_synth_<n>`.
+    pub fn response_id(&self) -> String {
+        format!("resp_synth_{}", self.number)
     }
 
     fn request_id(&self) -> String {
@@ -436,12 +461,13 @@ impl Context {
     /// The event writer of this answer: ids `resp_synth_<n>` and `msg_synth_<n>`.
     fn events(&self) -> AnswerEvents {
         AnswerEvents::new(
-            format!("resp_synth_{}", self.number),
+            self.response_id(),
             format!("msg_synth_{}", self.number),
             &self.model,
             self.created_at,
             self.input_tokens,
         )
+        .with_settings(json!({ "background": self.background }))
     }
 }
 
@@ -453,8 +479,17 @@ struct Writer {
 }
 
 impl Writer {
-    fn write(&mut self, frames: impl IntoIterator<Item = Bytes>) {
-        self.actions.extend(frames.into_iter().map(Action::Write));
+    /// Writes frames the writer's events just numbered, each one as its own chunk.
+    fn write(&mut self, frames: Vec<Bytes>) {
+        let first = self
+            .events
+            .next_sequence()
+            .saturating_sub(frames.len() as u64);
+        self.actions.extend(
+            (first..)
+                .zip(frames)
+                .map(|(seq, frame)| Action::Event { seq, frame }),
+        );
     }
 
     fn pause(&mut self, pause: Duration) {
@@ -490,7 +525,7 @@ fn stream(context: &Context, deltas: &[String], fault: Option<Fault>, pause: Dur
             });
         }
         let frame = out.events.delta(delta);
-        out.write([frame]);
+        out.write(vec![frame]);
     }
     let text = sent_deltas.concat();
     let output_tokens = sent as u64;
@@ -510,6 +545,10 @@ fn stream(context: &Context, deltas: &[String], fault: Option<Fault>, pause: Dur
             }),
         )],
         Some(Fault::Truncate(_)) => Vec::new(),
+        Some(Fault::Drop(_)) => {
+            out.actions.push(Action::Drop);
+            Vec::new()
+        }
         Some(Fault::Stall(_)) => {
             out.actions.push(Action::Stall);
             Vec::new()

@@ -786,3 +786,157 @@ async fn the_delta_log_records_when_each_delta_leaves() {
     assert!(log.take().is_empty(), "take empties the log");
     server.stop().await;
 }
+
+impl TestServer {
+    /// GETs `path` (a retrieve).
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// POSTs a streaming create request in background mode.
+    async fn ask_background(&self, model: &str, input: Value) -> reqwest::Response {
+        let body = json!({ "model": model, "input": input, "stream": true, "background": true });
+        self.post("/v1/responses", body.to_string()).await
+    }
+}
+
+fn seqs(events: &[Value]) -> Vec<u64> {
+    events
+        .iter()
+        .map(|e| e["sequence_number"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_dropped_background_answer_streams_again_after_the_last_event_seen() {
+    let server = TestServer::start(ReplayConfig::default()).await;
+    let model = "synth:tokens=12,rate=0,seed=3,fault=drop@5";
+    let whole = Synth::parse(model).unwrap().unwrap().text();
+
+    let first = Body::read(server.ask_background(model, json!("hi")).await).await;
+    assert!(first.failed, "the connection drops");
+    let first = first.events();
+    check_synth_stream(&first);
+    assert_eq!(deltas(&first).len(), 5);
+    assert_eq!(first[0]["response"]["background"], true);
+    let id = first[0]["response"]["id"].as_str().unwrap().to_owned();
+    let last = *seqs(&first).last().unwrap();
+
+    let path = format!("/v1/responses/{id}?stream=true&starting_after={last}");
+    let rest = Body::read(server.get(&path).await).await;
+    assert!(!rest.failed, "the drop breaks only the first connection");
+    let rest = rest.events();
+    assert_eq!(seqs(&rest).first(), Some(&(last + 1)));
+    let mut all = first.clone();
+    all.extend(rest.iter().cloned());
+    check_synth_stream(&all);
+    assert_eq!(deltas(&all).concat(), whole);
+    assert_eq!(last_event(&all).terminal_status(), Some(Status::Completed));
+
+    // Without starting_after the whole stream comes again, as the SDKs ask for it; the
+    // unversioned path serves it too.
+    let again = Body::read(server.get(&format!("/responses/{id}?stream=true")).await)
+        .await
+        .events();
+    assert_eq!(seqs(&again), (0..all.len() as u64).collect::<Vec<_>>());
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_paced_background_answer_resumes_without_replaying_the_time_away() {
+    let server = TestServer::start(ReplayConfig::default()).await;
+    // 20 deltas at 50/s: 400 ms in all. The client is away for 300 ms after delta 2.
+    let model = "synth:tokens=20,rate=50,seed=1,fault=drop@2";
+    let first = Body::read(server.ask_background(model, json!("hi")).await)
+        .await
+        .events();
+    let id = first[0]["response"]["id"].as_str().unwrap().to_owned();
+    let last = *seqs(&first).last().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let asked = Instant::now();
+    let path = format!("/v1/responses/{id}?stream=true&starting_after={last}");
+    let rest = Body::read(server.get(&path).await).await;
+    let took = asked.elapsed();
+    assert_eq!(deltas(&rest.events()).len(), 18);
+    // The deltas generated while the client was away come at once; only the remaining
+    // ~60 ms (of 400) are paced.
+    assert!(took < Duration::from_millis(250), "took {took:?}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_background_recording_streams_again_after_its_disconnect() {
+    let server = TestServer::fixtures().await;
+    let first = Body::read(server.ask("12_background_resume", json!("hi")).await).await;
+    assert!(first.failed);
+    let first = first.events();
+    assert_eq!(seqs(&first), [0, 1, 2, 3, 4]);
+    let id = first[0]["response"]["id"].as_str().unwrap();
+    let rest = Body::read(
+        server
+            .get(&format!("/v1/responses/{id}?stream=true&starting_after=4"))
+            .await,
+    )
+    .await;
+    assert!(!rest.failed);
+    let rest = rest.events();
+    assert_eq!(seqs(&rest), [5, 6, 7, 8, 9, 10]);
+    assert_eq!(deltas(&rest).concat(), "Long answer");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn only_kept_background_answers_stream_again() {
+    let server = TestServer::start(ReplayConfig::default()).await;
+    // A foreground answer is not kept: its drop loses it, as on OpenAI.
+    let model = "synth:tokens=4,rate=0,fault=drop@2";
+    let first = Body::read(server.ask(model, json!("hi")).await)
+        .await
+        .events();
+    assert_eq!(first[0]["response"]["background"], false);
+    let id = first[0]["response"]["id"].as_str().unwrap().to_owned();
+    let message = expect_invalid(
+        server.get(&format!("/v1/responses/{id}?stream=true")).await,
+        404,
+        "not_found",
+    )
+    .await;
+    assert!(message.contains(&id), "{message}");
+    expect_invalid(
+        server.get("/v1/responses/resp_nobody?stream=true").await,
+        404,
+        "not_found",
+    )
+    .await;
+    // Only streams are served, and the cursor is a number.
+    let kept = Body::read(server.ask_background(model, json!("hi")).await)
+        .await
+        .events();
+    let id = kept[0]["response"]["id"].as_str().unwrap().to_owned();
+    expect_invalid(
+        server.get(&format!("/v1/responses/{id}")).await,
+        400,
+        "unsupported_value",
+    )
+    .await;
+    expect_invalid(
+        server
+            .get(&format!("/v1/responses/{id}?stream=true&starting_after=x"))
+            .await,
+        400,
+        "invalid_query",
+    )
+    .await;
+    let bad = json!({ "model": model, "stream": true, "background": "yes" });
+    expect_invalid(
+        server.post("/v1/responses", bad.to_string()).await,
+        400,
+        "invalid_type",
+    )
+    .await;
+    server.stop().await;
+}

@@ -199,6 +199,7 @@ async fn start_answer(state: &Arc<State>, body: Body) -> Result<Response, ApiErr
             input: model_input,
             instructions: state.settings.instructions.clone(),
             max_output_tokens: state.settings.max_output_tokens,
+            background: state.settings.background,
         },
         prompt: None,
     };

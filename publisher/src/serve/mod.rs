@@ -68,6 +68,8 @@ pub struct Settings {
     pub model: String,
     pub instructions: Option<String>,
     pub max_output_tokens: Option<u32>,
+    /// Whether answers ask for background mode.
+    pub background: bool,
     pub token_ttl: Duration,
     pub token_allows_publish: bool,
     pub context_turns: u32,
@@ -181,6 +183,7 @@ impl Server {
                 model: args.openai.openai_model.clone(),
                 instructions: args.openai.instructions.clone(),
                 max_output_tokens: args.openai.max_output_tokens,
+                background: args.openai.background(),
                 token_ttl: Duration::from_secs(args.token_ttl.clamp(60, 86_400)),
                 token_allows_publish: args.token_allows_publish,
                 context_turns: args.context_turns,

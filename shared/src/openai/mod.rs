@@ -5,12 +5,14 @@
 //! keeps every field optional that a compatible server may leave out, and surfaces unknown
 //! event types as [`StreamEvent::Unknown`] instead of failing. [`recording`] parses the
 //! JSON-lines fixtures and renders the bytes a replay server writes for them; [`retry`] decides
-//! whether a request that failed before its stream began is tried again.
+//! whether a request that failed before its stream began is tried again; [`resume`] whether a
+//! background response whose stream broke is streamed again, and from where.
 //!
 //! Nothing here performs IO.
 
 pub mod events;
 pub mod recording;
+pub mod resume;
 pub mod retry;
 
 pub use events::{
@@ -19,4 +21,5 @@ pub use events::{
     ResponseStatus, StreamEvent, TextDelta, TextDone,
 };
 pub use recording::{Attempt, Recording, RecordingError, RecordingErrorKind, Replay, Step};
+pub use resume::{Resume, Resumption};
 pub use retry::{ApiError, Decision, Failure, RetryPolicy};

@@ -119,6 +119,8 @@ fn sample_frames() -> Vec<String> {
 #[derive(Clone, Debug)]
 struct Seen {
     at: Instant,
+    /// The method and the path with its query.
+    request: String,
     authorization: Option<String>,
     content_type: Option<String>,
     body: Value,
@@ -144,6 +146,7 @@ impl Server {
         });
         let app = Router::new()
             .route("/v1/responses", post(answer))
+            .route("/v1/responses/{id}", axum::routing::get(answer))
             .with_state(script.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -169,6 +172,8 @@ impl Server {
 
 async fn answer(
     State(script): State<Arc<Script>>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
     headers: AxumHeaders,
     body: Bytes,
 ) -> axum::response::Response {
@@ -177,6 +182,7 @@ async fn answer(
         let mut seen = script.seen.lock().unwrap();
         seen.push(Seen {
             at: Instant::now(),
+            request: format!("{method} {uri}"),
             authorization: text("authorization"),
             content_type: text("content-type"),
             body: serde_json::from_slice(&body).unwrap_or(Value::Null),
@@ -287,13 +293,15 @@ async fn the_base_url_may_end_with_a_slash_and_every_field_is_sent() {
         input: json!([{"role": "user", "content": "Weather in Paris?"}]),
         instructions: Some("Be brief.".into()),
         max_output_tokens: Some(512),
+        background: true,
     };
     let outcomes = drain(client.stream(&request).await.unwrap()).await;
     assert_eq!(outcomes.len(), 4);
     assert_eq!(
         server.seen()[0].body,
         json!({"model": "gpt-5.4", "input": [{"role": "user", "content": "Weather in Paris?"}],
-            "instructions": "Be brief.", "max_output_tokens": 512, "stream": true})
+            "instructions": "Be brief.", "max_output_tokens": 512, "background": true,
+            "stream": true})
     );
 }
 
@@ -743,4 +751,34 @@ fn the_client_and_its_streams_can_move_between_tasks() {
     send_and_sync::<OpenAiError>();
     send::<ResponseStream>();
     send_and_sync::<StreamError>();
+}
+
+#[tokio::test]
+async fn a_resume_is_a_get_after_the_last_event_retried_until_its_stream_begins() {
+    let server = Server::start(vec![
+        Reply::error(500, "server_error", "try again"),
+        Reply::stream(),
+    ])
+    .await;
+    let client = OpenAi::new(OpenAiConfig {
+        retry: fast_retries(),
+        ..config(&server.base_url)
+    })
+    .unwrap();
+    let stream = client.resume("resp_1", 7).await.unwrap();
+    assert_eq!(stream.retries(), 1);
+    assert_eq!(text_of(&drain(stream).await), "Hi there");
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2);
+    for request in &seen {
+        assert_eq!(
+            request.request,
+            "GET /v1/responses/resp_1?stream=true&starting_after=7"
+        );
+        assert_eq!(request.body, Value::Null, "a resume sends no body");
+        assert_eq!(
+            request.authorization.as_deref(),
+            Some(&*format!("Bearer {KEY}"))
+        );
+    }
 }
