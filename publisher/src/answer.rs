@@ -23,6 +23,7 @@ use shared::ids::MessageId;
 use shared::lease::{Lease, UnixClock};
 use shared::protocol::{ErrorInfo, Message, MessageAction};
 use shared::recovery::{self, Entry};
+use shared::relay::Continuation;
 use shared::session::{AnswerId, AnswerSpec, Session, SessionConfig};
 use shared::{ChannelName, Serial};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -442,13 +443,76 @@ impl Answers {
             id: self.next_create_id(),
         };
         let _in_flight = self.record_begun(&entry);
-        let report = self.stream(job, &entry, &mut stop, observer).await;
-        // An answer whose end may not have reached the channel stays open for a sweeper,
-        // which closes the entry if the channel shows the end after all.
-        if report.publish_error.is_none() && !report.gave_up {
+        let openai = self.openai.clone();
+        let request = job.request.clone();
+        let opening: Opening = Box::pin(async move { openai.stream(&request).await });
+        let spec = AnswerSpec {
+            channel: job.channel.clone(),
+            prompt: job.prompt.clone(),
+            create_id: entry.id.clone(),
+        };
+        let report = self
+            .stream(spec, None, opening, &entry, &mut stop, observer)
+            .await;
+        // An answer whose end may not have reached the channel, or that was handed over,
+        // stays open for a sweeper, which closes the entry if the channel shows the end.
+        if report.publish_error.is_none() && !report.gave_up && report.status.is_terminal() {
             self.record(&entry.ended()).await;
         }
         report
+    }
+
+    /// This process's name on the ledger's claims.
+    pub fn process_id(&self) -> &str {
+        &self.create_ids.0
+    }
+
+    /// Carries on `entry`'s answer, which another publisher left after streaming it as far
+    /// as `from` says: background response `response_id` is streamed again from its start
+    /// and its events after `from.through` appended to the same message. The answer counts
+    /// as running here at once, before the returned future is polled, so this process's
+    /// sweeper leaves it alone; its entry is closed at its end.
+    pub fn carry_on(
+        &self,
+        entry: Entry,
+        response_id: String,
+        from: Continuation,
+    ) -> impl Future<Output = Report> + Send + 'static {
+        if let Ok(mut running) = self.running.lock() {
+            running.insert(entry.id.clone());
+        }
+        let in_flight = Running {
+            running: Arc::clone(&self.running),
+            id: entry.id.clone(),
+        };
+        let answers = self.clone();
+        async move {
+            let _in_flight = in_flight;
+            answers
+                .metrics
+                .answers_started
+                .fetch_add(1, Ordering::Relaxed);
+            let openai = answers.openai.clone();
+            let opening: Opening = Box::pin(async move { openai.resume(&response_id, None).await });
+            let spec = AnswerSpec {
+                channel: entry.channel.clone(),
+                prompt: from
+                    .headers
+                    .get(shared::headers::PROMPT)
+                    .map(|prompt| Serial::new(prompt.clone())),
+                create_id: entry.id.clone(),
+            };
+            // Nobody stops a carried-on answer but the model's end: a shutdown leaves it to
+            // the next sweeper, as it found it.
+            let (_keep, mut stop) = watch::channel(Stop::No);
+            let report = answers
+                .stream(spec, Some(from), opening, &entry, &mut stop, &mut ())
+                .await;
+            if report.publish_error.is_none() && !report.gave_up && report.status.is_terminal() {
+                answers.record(&entry.ended()).await;
+            }
+            report
+        }
     }
 
     /// Records `entry` on the ledger (if there is one). The post reaches the session before
@@ -483,13 +547,19 @@ impl Answers {
         }
     }
 
+    /// Streams the model's answer from `opening` into the answer `spec` (or `from`, carried
+    /// on), until it ends.
     async fn stream(
         &self,
-        job: Job,
+        spec: AnswerSpec,
+        from: Option<Continuation>,
+        mut opening: Opening,
         entry: &Entry,
         stop: &mut watch::Receiver<Stop>,
         observer: &mut dyn Observer,
     ) -> Report {
+        let channel = spec.channel.clone();
+        let carried_on = from.is_some();
         let mut refresh = tokio::time::interval_at(
             tokio::time::Instant::now() + recovery::REFRESH_EVERY,
             recovery::REFRESH_EVERY,
@@ -497,14 +567,11 @@ impl Answers {
         let (updates_tx, mut updates) = mpsc::unbounded_channel();
         let (reply, id) = oneshot::channel();
         let start = Command::Start {
-            spec: AnswerSpec {
-                channel: job.channel.clone(),
-                prompt: job.prompt.clone(),
-                create_id: entry.id.clone(),
-            },
+            spec,
             updates: updates_tx,
             reply,
             text: observer.wants_text(),
+            from,
         };
         let commands = self.session().clone();
         if commands.send(start).is_err() {
@@ -519,11 +586,9 @@ impl Answers {
             done: false,
         };
 
-        let openai = self.openai.clone();
-        let request = job.request.clone();
-        let mut opening: Opening = Box::pin(async move { openai.stream(&request).await });
         let mut resumption = Resumption::new();
-        let mut resuming = false;
+        // A carried-on answer's first stream is already a resumed one.
+        let mut resuming = carried_on;
         let mut stream: Option<ResponseStream> = None;
         let mut opened = false;
         let mut stop_open = true;
@@ -559,6 +624,12 @@ impl Answers {
                     match reason {
                         Stop::No => {}
                         Stop::Cancel => feed.send(Input::Cancel),
+                        // A background answer outlives this process: the next daemon's
+                        // sweeper carries it on once its lease lapses.
+                        Stop::Shutdown if resumption.is_background() && self.ledger.is_some() && self.lease.is_some() => {
+                            tracing::info!(%channel, "handing a background answer over to the next daemon");
+                            feed.send(Input::HandOver);
+                        }
                         Stop::Shutdown => feed.send(Input::Error(SHUTDOWN_ERROR.to_owned())),
                     }
                     if reason != Stop::No {
@@ -576,7 +647,7 @@ impl Answers {
                             stream = Some(s);
                         }
                         Err(err) => {
-                            tracing::warn!(channel = %job.channel, error = %err, resuming, "the model request failed");
+                            tracing::warn!(channel = %channel, error = %err, resuming, "the model request failed");
                             reading = false;
                             feed.send(Input::Error(if resuming {
                                 format!("the model stream broke and could not be continued: {err}")
@@ -593,13 +664,13 @@ impl Answers {
                         }
                     }
                     Some(Err(err)) if !err.is_fatal() => {
-                        tracing::warn!(channel = %job.channel, error = %err, "skipped a malformed stream event");
+                        tracing::warn!(channel = %channel, error = %err, "skipped a malformed stream event");
                     }
                     broken => {
                         stream = None;
                         if let Some(resume) = resumption.on_break() {
                             tracing::info!(
-                                channel = %job.channel,
+                                channel = %channel,
                                 response = %resume.response_id,
                                 after = resume.starting_after,
                                 attempt = resume.attempt,
@@ -613,7 +684,7 @@ impl Answers {
                         reading = false;
                         match broken {
                             Some(Err(err)) => {
-                                tracing::warn!(channel = %job.channel, error = %err, "the model stream failed");
+                                tracing::warn!(channel = %channel, error = %err, "the model stream failed");
                                 feed.send(Input::Error(err.to_string()));
                             }
                             _ => feed.send(Input::End),
@@ -672,7 +743,7 @@ fn resume_stream(openai: OpenAi, resume: Resume) -> Opening {
     Box::pin(async move {
         tokio::time::sleep(resume.delay).await;
         openai
-            .resume(&resume.response_id, resume.starting_after)
+            .resume(&resume.response_id, Some(resume.starting_after))
             .await
     })
 }

@@ -1,6 +1,8 @@
 //! The daemon's sweeper: ends the answers a dead publisher left streaming. It reads the
 //! ledger and each answer's latest version over REST; [`shared::recovery`] decides, and the
-//! final update goes out through the connection's session like any post.
+//! final update goes out through the connection's session like any post. A lost background
+//! answer whose headers say how far through its stream it got is claimed on the ledger and,
+//! by the sweeper whose claim is the oldest, carried on ([`Answers::carry_on`]) instead.
 
 use std::time::Duration;
 
@@ -23,6 +25,8 @@ pub struct Swept {
     pub ended: usize,
     /// Entries closed because their answer had ended already.
     pub closed: usize,
+    /// Lost answers this process claimed and carries on.
+    pub continued: usize,
 }
 
 /// Ends lapsed answers recorded on one ledger.
@@ -55,6 +59,9 @@ impl Sweeper {
                         "swept the ledger"
                     );
                 }
+                Ok(swept) if swept.continued > 0 => {
+                    tracing::info!(continued = swept.continued, "carrying on lost answers");
+                }
                 Ok(_) => {}
                 Err(err) => {
                     tracing::warn!(ledger = %self.ledger, error = %err, "could not read the ledger")
@@ -78,8 +85,9 @@ impl Sweeper {
             }
             swept.checked += 1;
             match self.check(&entry).await {
-                Ok(Some(Verdict::Lost(_))) => swept.ended += 1,
-                Ok(Some(Verdict::Over)) => swept.closed += 1,
+                Ok(Some(Checked::Continued)) => swept.continued += 1,
+                Ok(Some(Checked::Ended)) => swept.ended += 1,
+                Ok(Some(Checked::Closed)) => swept.closed += 1,
                 Ok(_) => {}
                 Err(err) => {
                     tracing::warn!(channel = %entry.channel, id = %entry.id.as_str(), error = %err, "could not check an answer in flight");
@@ -89,8 +97,8 @@ impl Sweeper {
         Ok(swept)
     }
 
-    /// Judges one entry's answer and acts: ends it, or closes its entry.
-    async fn check(&self, entry: &Entry) -> Result<Option<Verdict>, RestError> {
+    /// Judges one entry's answer and acts: carries it on, ends it, or closes its entry.
+    async fn check(&self, entry: &Entry) -> Result<Option<Checked>, RestError> {
         let history = self.rest.history(&entry.channel, ANSWER_WINDOW).await?;
         let Some(answer) = history
             .iter()
@@ -99,20 +107,70 @@ impl Sweeper {
             return Ok(None);
         };
         let verdict = recovery::judge(answer, unix_ms());
-        match &verdict {
-            Verdict::Live => return Ok(Some(verdict)),
-            Verdict::Over => {}
+        let checked = match &verdict {
+            Verdict::Live => return Ok(None),
+            Verdict::Over => Checked::Closed,
+            Verdict::Lost(_) if let Some((response_id, from)) = recovery::continuation(answer) => {
+                return self.claim(entry, answer, response_id, from).await;
+            }
             Verdict::Lost(update) => {
                 if let Err(err) = self.answers.post(&entry.channel, (**update).clone()).await {
                     tracing::warn!(channel = %entry.channel, error = %err.message, code = err.code, "could not end an answer whose publisher was lost");
                     return Ok(None);
                 }
                 tracing::warn!(channel = %entry.channel, serial = ?answer.serial, "ended an answer whose publisher was lost");
+                Checked::Ended
             }
-        }
+        };
         if let Err(err) = self.answers.post(&self.ledger, entry.ended()).await {
             tracing::warn!(ledger = %self.ledger, error = %err.message, "could not close a ledger entry");
         }
-        Ok(Some(verdict))
+        Ok(Some(checked))
     }
+
+    /// Claims a lost background answer on the ledger and, if this process's claim is the
+    /// oldest of that loss, carries the answer on in a task of its own.
+    async fn claim(
+        &self,
+        entry: &Entry,
+        answer: &shared::protocol::Message,
+        response_id: String,
+        from: shared::relay::Continuation,
+    ) -> Result<Option<Checked>, RestError> {
+        let loss = recovery::loss(answer);
+        let me = self.answers.process_id().to_owned();
+        // A refusal may be a server's answer to a second claim with the same id: the
+        // ledger says who holds it either way.
+        if let Err(err) = self
+            .answers
+            .post(&self.ledger, entry.claim(&loss, &me))
+            .await
+        {
+            tracing::debug!(ledger = %self.ledger, error = %err.message, code = err.code, "a claim was refused");
+        }
+        let ledger = self
+            .rest
+            .history(&self.ledger, recovery::LEDGER_WINDOW)
+            .await?;
+        let claimant = recovery::claimant(&ledger, &entry.claim_id(&loss));
+        if claimant.as_deref() != Some(me.as_str()) {
+            tracing::info!(channel = %entry.channel, claimant = ?claimant, "another sweeper carries on a lost answer");
+            return Ok(None);
+        }
+        tracing::warn!(channel = %entry.channel, serial = ?answer.serial, response = %response_id, after = from.through, "carrying on an answer whose publisher was lost");
+        let channel = entry.channel.clone();
+        let run = self.answers.carry_on(entry.clone(), response_id, from);
+        tokio::spawn(async move {
+            let report = run.await;
+            tracing::info!(%channel, status = %report.status, "a carried-on answer ended");
+        });
+        Ok(Some(Checked::Continued))
+    }
+}
+
+/// What checking one open entry did.
+enum Checked {
+    Continued,
+    Ended,
+    Closed,
 }

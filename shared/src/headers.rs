@@ -35,6 +35,12 @@ pub const PROMPT: &str = "prompt";
 /// rule still holds for the concatenated fragment.
 pub const LENGTH: &str = "length";
 
+/// On the streaming messages of a background response that keeps a lease: the
+/// `sequence_number` of the last model stream event whose text this message's text
+/// includes. Whoever carries the answer on after its publisher died streams the response
+/// again and publishes only what comes after it.
+pub const SEQUENCE: &str = "sequence";
+
 /// A digest of the answer's whole text once this message is applied: FNV-1a (64 bits) of
 /// its UTF-8 bytes as 16 lowercase hex digits ([`digest`]). [`LENGTH`] catches a text with a
 /// part missing; this catches one whose parts a server applied out of order (an append whose

@@ -5,6 +5,8 @@
 //!  publisher: begun{channel, id} ─► ledger channel ◄─ ended{channel, id}   (refreshed while streaming)
 //!  sweeper:   ledger history ─► open entries ─► each answer's latest version (history by id)
 //!             ─► judge: Live | Over | Lost(final update: text so far, `failed`)
+//!             ─► Lost with a `sequence` header: claimed{entry, by} on the ledger, and the
+//!                oldest claim's sweeper carries the answer on (continuation)
 //! ```
 //!
 //! The ledger lives on Ably, not in the daemon, so a restarted daemon or any other replica
@@ -21,11 +23,14 @@ use crate::headers::{self, Status};
 use crate::ids::{ChannelName, MessageId};
 use crate::lease;
 use crate::protocol::{Message, MessageAction};
+use crate::relay::Continuation;
 
 /// Name of the ledger message saying an answer is in flight (sent again while it streams).
 pub const BEGUN_NAME: &str = "begun";
 /// Name of the ledger message saying an answer has ended.
 pub const ENDED_NAME: &str = "ended";
+/// Name of the ledger message by which a sweeper claims a lost answer to carry it on.
+pub const CLAIMED_NAME: &str = "claimed";
 
 /// The `error` header of an answer ended by a sweeper.
 pub const PUBLISHER_LOST: &str = "the publisher was lost before the answer finished";
@@ -68,6 +73,26 @@ impl Entry {
         self.message(ENDED_NAME)
     }
 
+    /// The ledger message by which the sweeper `by` claims this answer's `loss` ([`loss`]),
+    /// to carry it on. Its id names the answer and the loss, so every claim of the same
+    /// loss has the same id: a server that dedupes by id keeps the first, and [`claimant`]
+    /// reads the oldest either way. A claimant that dies in turn leaves a new loss (its own
+    /// lease), claimed afresh.
+    pub fn claim(&self, loss: &str, by: &str) -> Message {
+        let data = serde_json::json!({"channel": self.channel, "id": self.id, "by": by});
+        Message {
+            id: Some(self.claim_id(loss)),
+            name: Some(CLAIMED_NAME.to_owned()),
+            data: Some(Value::String(data.to_string())),
+            ..Message::default()
+        }
+    }
+
+    /// The id of every claim of this answer's `loss`.
+    pub fn claim_id(&self, loss: &str) -> MessageId {
+        MessageId::new(format!("{}:claim:{loss}", self.id.as_str()))
+    }
+
     fn message(&self, name: &str) -> Message {
         let data = serde_json::to_string(self).unwrap_or_default();
         Message {
@@ -101,6 +126,41 @@ pub fn open_entries(history: &[Message]) -> Vec<Entry> {
         }
     }
     open
+}
+
+/// Names one loss of an answer, as its latest version shows it: how far through the stream
+/// its text is and the lease that lapsed.
+pub fn loss(answer: &Message) -> String {
+    let header = |name| answer.header(name).unwrap_or("-").to_owned();
+    format!("{}-{}", header(headers::SEQUENCE), header(lease::LEASE))
+}
+
+/// Who won the claim `claim_id`: the `by` of its oldest message in `history` (newest
+/// first), so every sweeper that reads the same history agrees.
+pub fn claimant(history: &[Message], claim_id: &MessageId) -> Option<String> {
+    let claim = history
+        .iter()
+        .rev()
+        .find(|message| message.id.as_ref() == Some(claim_id))?;
+    let data: Value = serde_json::from_str(&claim.text().ok()?).ok()?;
+    data.get("by")?.as_str().map(str::to_owned)
+}
+
+/// How a lost answer can be carried on instead of ended: its response id and where its
+/// text stands, when its headers say it is a background response and how far through the
+/// stream its text is ([`headers::SEQUENCE`]).
+pub fn continuation(answer: &Message) -> Option<(String, Continuation)> {
+    let headers = answer.headers()?;
+    let response_id = headers.get(headers::RESPONSE_ID)?.clone();
+    let through = headers.get(headers::SEQUENCE)?.parse().ok()?;
+    let text = answer.text().ok()?;
+    let from = Continuation {
+        serial: answer.serial.clone()?,
+        text,
+        headers,
+        through,
+    };
+    Some((response_id, from))
 }
 
 /// What a sweeper makes of an answer in flight.
@@ -228,5 +288,46 @@ mod tests {
         let mut bare = Message::create(headers::ANSWER_NAME, "x");
         bare.serial = Some(Serial::new("s-2"));
         assert_eq!(judge(&bare, 99_000), Verdict::Live);
+    }
+
+    #[test]
+    fn a_lost_background_answer_carries_where_to_continue_it() {
+        let mut lost = answer("streaming", Some("10000"), "Half an ans");
+        assert_eq!(continuation(&lost), None, "no sequence: not continuable");
+        lost.insert_header(headers::RESPONSE_ID, "resp_7".to_owned());
+        assert_eq!(continuation(&lost), None, "no sequence: not continuable");
+        lost.insert_header(headers::SEQUENCE, "41".to_owned());
+        let (response, from) = continuation(&lost).unwrap();
+        assert_eq!(response, "resp_7");
+        assert_eq!(from.serial, Serial::new("s-1"));
+        assert_eq!(from.text, "Half an ans");
+        assert_eq!(from.through, 41);
+        assert_eq!(
+            from.headers.get(headers::SOURCE).map(String::as_str),
+            Some("openai")
+        );
+    }
+
+    #[test]
+    fn the_oldest_claim_of_a_loss_wins_for_every_reader() {
+        let a = entry("ai:one", "x-answer-0");
+        let mut lost = answer("streaming", Some("10000"), "Half");
+        lost.insert_header(headers::SEQUENCE, "41".to_owned());
+        assert_eq!(loss(&lost), "41-10000");
+        let first = a.claim("41-10000", "daemon-1");
+        let second = a.claim("41-10000", "daemon-2");
+        assert_eq!(first.id, second.id, "claims of one loss share an id");
+        // The claimant died too: its own lease lapsed, a new loss.
+        assert_ne!(a.claim("41-25000", "daemon-1").id, first.id);
+        let id = a.claim_id("41-10000");
+        // Newest first, as history gives it.
+        assert_eq!(
+            claimant(&[second.clone(), a.begun(), first.clone()], &id).as_deref(),
+            Some("daemon-1")
+        );
+        assert_eq!(claimant(&[second], &id).as_deref(), Some("daemon-2"));
+        assert_eq!(claimant(&[a.begun()], &id), None);
+        // A claim is no entry: it neither opens nor closes one.
+        assert_eq!(open_entries(&[first, a.begun()]), [a]);
     }
 }

@@ -15,6 +15,7 @@ use shared::headers::Status;
 use shared::ids::MessageId;
 use shared::openai::StreamEvent;
 use shared::protocol::Message;
+use shared::relay::Continuation;
 use shared::session::{self, AnswerId, AnswerSpec, Output, PublishKind, Session, Ticket};
 use shared::{ChannelName, Instant, Serial};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -32,6 +33,8 @@ pub(super) enum Command {
         reply: oneshot::Sender<AnswerId>,
         /// Whether the answer's owner wants its text after every change.
         text: bool,
+        /// Carry on an answer another publisher left, instead of creating one.
+        from: Option<Continuation>,
     },
     /// Something about an answer's model stream.
     Stream { answer: AnswerId, input: Input },
@@ -52,6 +55,8 @@ pub(super) enum Input {
     Error(String),
     End,
     Cancel,
+    /// The daemon shuts down and leaves the answer to the next one ([`Session::hand_over`]).
+    HandOver,
 }
 
 /// News of an answer, for its task.
@@ -173,8 +178,12 @@ impl SessionTask {
                 updates,
                 reply,
                 text,
+                from,
             } => {
-                let answer = self.session.start(now, spec);
+                let answer = match from {
+                    Some(from) => self.session.continue_answer(now, spec, from),
+                    None => self.session.start(now, spec),
+                };
                 self.active.store(self.session.active(), Ordering::Relaxed);
                 owners.insert(
                     answer,
@@ -194,6 +203,7 @@ impl SessionTask {
                     Input::Error(error) => self.session.handle_stream_error(now, answer, &error),
                     Input::End => self.session.handle_stream_end(now, answer),
                     Input::Cancel => self.session.cancel(now, answer),
+                    Input::HandOver => self.session.hand_over(now, answer),
                 }
                 if let (Some(owner), Some(text)) =
                     (owners.get_mut(&answer), self.session.text(answer))

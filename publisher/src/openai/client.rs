@@ -231,22 +231,27 @@ impl OpenAi {
         .await
     }
 
-    /// Streams a background response again after the event numbered `starting_after`:
-    /// `GET {base}/responses/{id}?stream=true&starting_after=N`, retried like a create
-    /// until a stream begins (asking again costs nothing: nothing new is generated).
+    /// Streams a background response again after the event numbered `starting_after`
+    /// (from its start without one): `GET {base}/responses/{id}?stream=true
+    /// &starting_after=N`, retried like a create until a stream begins (asking again costs
+    /// nothing: nothing new is generated).
     pub async fn resume(
         &self,
         response_id: &str,
-        starting_after: u64,
+        starting_after: Option<u64>,
     ) -> Result<ResponseStream, OpenAiError> {
         let inner = &*self.inner;
         let mut url = inner.url.clone();
         url.path_segments_mut()
             .map_err(|()| OpenAiError::Config("the base URL cannot take a path".into()))?
             .push(response_id);
-        url.query_pairs_mut()
-            .append_pair("stream", "true")
-            .append_pair("starting_after", &starting_after.to_string());
+        {
+            let mut query = url.query_pairs_mut();
+            query.append_pair("stream", "true");
+            if let Some(after) = starting_after {
+                query.append_pair("starting_after", &after.to_string());
+            }
+        }
         self.open(|| inner.http.get(url.clone())).await
     }
 

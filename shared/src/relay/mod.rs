@@ -17,6 +17,10 @@
 //! ([`headers::DIGEST`]), so it can tell a server's aggregate of appends applied out of order
 //! from the publisher's text. The final update carries
 //! the whole text, so subscribers and history converge even if an append was lost.
+//!
+//! [`Relay::continuing`] carries on an answer another publisher left: no create, the text
+//! Ably has as the starting point, and the response's stream fed again from its start, its
+//! events through the recorded [`headers::SEQUENCE`] only rebuilding the text.
 
 mod budget;
 mod text;
@@ -91,6 +95,27 @@ impl Default for RelayConfig {
             lease: None,
         }
     }
+}
+
+/// An answer another publisher began, as its latest version on the channel shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Continuation {
+    /// The answer message's serial.
+    pub serial: Serial,
+    /// Its text so far.
+    pub text: String,
+    /// Its headers (the lease, length, digest and sequence are the relay's own again).
+    pub headers: BTreeMap<String, String>,
+    /// The last stream event its text includes ([`headers::SEQUENCE`]).
+    pub through: u64,
+}
+
+/// Rebuilding a continued answer's text from the events already published.
+#[derive(Clone, Debug)]
+struct CatchUp {
+    through: u64,
+    /// The text subscribers have, kept for an end that comes before the rebuild does.
+    published: String,
 }
 
 /// One publish for the driver to perform.
@@ -183,6 +208,12 @@ pub struct Relay {
     size_cuts: u8,
     /// When the last message with a lease was queued.
     leased_at: Option<Instant>,
+    /// The last `sequence_number` handled.
+    last_seq: Option<u64>,
+    /// The server says the response runs in background mode.
+    background: bool,
+    /// Set while a continued answer's published events are fed again.
+    catch_up: Option<CatchUp>,
 }
 
 impl Relay {
@@ -215,13 +246,55 @@ impl Relay {
             cut_overhead: None,
             size_cuts: 0,
             leased_at: None,
+            last_seq: None,
+            background: false,
+            catch_up: None,
         }
+    }
+
+    /// A relay that carries on an answer another publisher left: nothing is created, and
+    /// the stream is expected from its start. Its events through `from.through` rebuild the
+    /// text without publishing; after them, a text that differs from what subscribers have
+    /// is sent whole in an update, else only what follows is appended. An end before the
+    /// rebuild finished (other than the model's own) keeps the published text.
+    /// [`Relay::start`] sends an empty append with a fresh lease, which claims the answer.
+    pub fn continuing(config: RelayConfig, from: Continuation) -> Self {
+        let mut relay = Self::new(config);
+        for (name, value) in from.headers {
+            if ![
+                lease::LEASE,
+                headers::LENGTH,
+                headers::DIGEST,
+                headers::SEQUENCE,
+                headers::STATUS,
+            ]
+            .contains(&name.as_str())
+            {
+                relay.headers.insert(name, value);
+            }
+        }
+        relay.created = true;
+        relay.serial = Some(from.serial);
+        relay.background = true;
+        relay.sent_len = from.text.len();
+        relay.sent_digest = headers::Digest::of(&from.text);
+        relay.last_seq = Some(from.through);
+        relay.catch_up = Some(CatchUp {
+            through: from.through,
+            published: from.text,
+        });
+        relay
     }
 
     /// Queues the create now, before any stream event, so the answer's message exists (and
     /// its serial is known) while the model is still thinking. Does nothing if queued.
     pub fn start(&mut self, now: Instant) {
-        if !self.ended {
+        if self.ended {
+            return;
+        }
+        if self.catch_up.is_some() {
+            self.publish_heartbeat(now);
+        } else {
             self.ensure_created(now);
         }
     }
@@ -231,6 +304,10 @@ impl Relay {
     pub fn handle_event(&mut self, now: Instant, event: &StreamEvent) {
         if self.ended {
             return;
+        }
+        let catching_up = self.catching_up(event);
+        if let Some(seq) = event.sequence_number() {
+            self.last_seq = Some(self.last_seq.map_or(seq, |last| last.max(seq)));
         }
         if let Some(info) = event.response() {
             self.note_response(info);
@@ -285,8 +362,28 @@ impl Relay {
         }
         match event.terminal_status() {
             Some(status) => self.finish(now, status, ending_of(event, status)),
+            None if catching_up => {}
             None => self.flush_if_due(now),
         }
+    }
+
+    /// Whether `event` is one a continued answer already published. The first event after
+    /// those (or the model's end) finishes the rebuild: a text other than the one
+    /// subscribers have goes out whole.
+    fn catching_up(&mut self, event: &StreamEvent) -> bool {
+        let Some(catch_up) = &self.catch_up else {
+            return false;
+        };
+        let published = event
+            .sequence_number()
+            .is_some_and(|seq| seq <= catch_up.through);
+        if published && !event.is_terminal() {
+            return true;
+        }
+        self.catch_up = None;
+        self.diverged = self.text.len() != self.sent_len
+            || headers::Digest::of(self.text.as_str()) != self.sent_digest;
+        false
     }
 
     /// The create was ACKed with this serial: buffered text goes out at once, or the final
@@ -375,6 +472,21 @@ impl Relay {
         );
     }
 
+    /// The publisher is going away and leaves the answer to whoever carries it on (a
+    /// background response, [`Relay::continuing`]): buffered text goes out, saying how far
+    /// through the stream it is, then nothing more, not even a final update. The answer
+    /// stays `streaming` until its lease lapses and a sweeper takes it.
+    pub fn hand_over(&mut self, now: Instant) {
+        if self.ended {
+            return;
+        }
+        if self.serial.is_some() && self.has_pending() {
+            self.publish_pending(now);
+        }
+        self.ended = true;
+        self.closed = true;
+    }
+
     /// The user asked to stop: the answer ends `cancelled` with the text so far.
     pub fn cancel(&mut self, now: Instant) {
         self.finish(now, Status::Cancelled, Ending::Plain);
@@ -461,11 +573,15 @@ impl Relay {
         overhead(headers, self.config.lease.is_some())
     }
 
-    /// Adds the lease to a message that says `streaming`.
+    /// Adds the lease to a message that says `streaming`, and for a background response
+    /// how far through its stream the text is ([`headers::SEQUENCE`]).
     fn stamp_lease(&mut self, message: &mut Message, now: Instant) {
         if let Some(lease) = &self.config.lease {
             if message.header(headers::STATUS) == Some(Status::Streaming.as_str()) {
                 message.insert_header(lease::LEASE, lease.until(now).to_string());
+                if let (true, Some(seq)) = (self.background, self.last_seq) {
+                    message.insert_header(headers::SEQUENCE, seq.to_string());
+                }
                 self.leased_at = Some(now);
             }
         }
@@ -490,6 +606,9 @@ impl Relay {
     }
 
     fn note_response(&mut self, info: &ResponseInfo) {
+        if let Some(background) = info.background {
+            self.background = background;
+        }
         if let Some(id) = &info.id {
             self.set_header(headers::RESPONSE_ID, id);
         }
@@ -578,6 +697,15 @@ impl Relay {
 
     /// Queues what is still buffered, then the final update with the whole text.
     fn emit_final(&mut self, now: Instant) {
+        if let Some(catch_up) = self.catch_up.take() {
+            // Ended before the rebuild did: subscribers keep the text they have.
+            let mut update = self.message(Some(MessageAction::UPDATE), &catch_up.published);
+            stamp(&mut update, self.sent_len, self.sent_digest);
+            self.ops.push_back(PublishOp::Update(update));
+            self.last_publish = Some(now);
+            self.closed = true;
+            return;
+        }
         if let Some(limit) = self.config.max_message_size {
             // The final headers may be longer than the ones the text was checked against:
             // an error message is shortened first, then the text.
@@ -608,8 +736,10 @@ impl Relay {
         }
     }
 
+    /// Whether subscribers lack text. Never while a continued answer is being rebuilt: its
+    /// text catches up with theirs first.
     fn has_pending(&self) -> bool {
-        self.diverged || self.text.len() > self.sent_len
+        self.catch_up.is_none() && (self.diverged || self.text.len() > self.sent_len)
     }
 
     fn flush_if_due(&mut self, now: Instant) {
@@ -738,6 +868,7 @@ fn overhead(headers: &BTreeMap<String, String>, leased: bool) -> usize {
     message.insert_header(headers::DIGEST, headers::digest(""));
     if leased {
         message.insert_header(lease::LEASE, i64::MAX.to_string());
+        message.insert_header(headers::SEQUENCE, u64::MAX.to_string());
     }
     message.wire_size()
 }

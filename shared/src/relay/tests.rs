@@ -1406,3 +1406,183 @@ fn no_heartbeat_before_the_create_is_acknowledged_or_without_a_lease() {
     assert_eq!(plain.ops.len(), 2);
     assert!(plain.ops.iter().all(|(_, op)| lease_header(op).is_none()));
 }
+
+/// A background response's events, numbered from 0: created, item, part, the deltas,
+/// then the done events and completed.
+fn background_events(deltas: &[&str]) -> Vec<StreamEvent> {
+    let mut events = vec![
+        json!({"type": "response.created", "response": {"id": "resp_b", "status": "queued", "background": true}}),
+        json!({"type": "response.output_item.added", "output_index": 0, "item": {"id": "m", "type": "message"}}),
+        json!({"type": "response.content_part.added", "item_id": "m", "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": ""}}),
+    ];
+    for d in deltas {
+        events.push(json!({"type": "response.output_text.delta", "item_id": "m", "output_index": 0, "content_index": 0, "delta": d}));
+    }
+    let text = deltas.concat();
+    events.push(json!({"type": "response.output_text.done", "item_id": "m", "output_index": 0, "content_index": 0, "text": text}));
+    events.push(json!({"type": "response.completed", "response": {"id": "resp_b", "status": "completed", "background": true}}));
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(seq, mut e)| {
+            e["sequence_number"] = json!(seq);
+            ev(e)
+        })
+        .collect()
+}
+
+fn sequence_header(op: &PublishOp) -> Option<u64> {
+    op.message()
+        .header(headers::SEQUENCE)
+        .and_then(|s| s.parse().ok())
+}
+
+#[test]
+fn a_leased_background_answer_says_how_far_through_its_stream_each_message_is() {
+    let mut h = leased(0);
+    for (t, event) in background_events(&["A", "b", "c"]).iter().enumerate() {
+        h.event(t as u64 * 10, event);
+    }
+    h.check_invariants();
+    let seqs: Vec<_> = h.ops.iter().map(|(_, op)| sequence_header(op)).collect();
+    // The create goes with the first event; each append names its delta's event; the
+    // final update, which ends the answer, none.
+    assert_eq!(seqs, [Some(0), Some(3), Some(4), Some(5), None]);
+
+    // A foreground response, or one without a lease, carries none.
+    let mut foreground = leased(0);
+    foreground.event(0, &created());
+    foreground.event(10, &delta("m", "x"));
+    let mut unleased = Harness::window(0);
+    for event in background_events(&["x"]) {
+        unleased.event(0, &event);
+    }
+    for h in [foreground, unleased] {
+        assert!(h.ops.iter().all(|(_, op)| sequence_header(op).is_none()));
+    }
+}
+
+/// A relay carrying on what `first` published through event `through`, fed `events` again
+/// from the start.
+fn continued(published: &str, through: u64, events: &[StreamEvent]) -> Harness {
+    let mut headers = BTreeMap::new();
+    headers.insert(headers::PROMPT.to_owned(), "prompt-serial".to_owned());
+    headers.insert(headers::RESPONSE_ID.to_owned(), "resp_b".to_owned());
+    headers.insert(lease::LEASE.to_owned(), "1".to_owned());
+    headers.insert(headers::SEQUENCE.to_owned(), through.to_string());
+    let mut h = leased(0);
+    h.relay = Relay::continuing(
+        h.relay.config().clone(),
+        Continuation {
+            serial: Serial::new(SERIAL),
+            text: published.to_owned(),
+            headers,
+            through,
+        },
+    );
+    h.relay.start(ms(0));
+    h.drain();
+    for event in events {
+        h.event(h.now + 10, event);
+    }
+    h
+}
+
+#[test]
+fn a_continued_answer_appends_only_what_follows_the_published_events() {
+    let events = background_events(&["One", " two", " three", " four"]);
+    // The dead publisher's text went through event 4 (" two").
+    let h = continued("One two", 4, &events);
+    assert_eq!(
+        h.transcript(),
+        [
+            "append \"\"",
+            "append \" three\"",
+            "append \" four\"",
+            "update[completed] \"One two three four\""
+        ]
+    );
+    // The claim is an empty append with a fresh lease at the old text's length and digest.
+    let claim = h.ops[0].1.message();
+    assert_eq!(claim.serial.as_ref().map(Serial::as_str), Some(SERIAL));
+    assert_eq!(claim.header(headers::LENGTH), Some("7"));
+    assert_eq!(
+        claim.header(headers::DIGEST),
+        Some(headers::digest("One two").as_str())
+    );
+    assert!(lease_header(&h.ops[0].1).is_some_and(|lease| lease > 1));
+    assert_eq!(claim.header(headers::PROMPT), Some("prompt-serial"));
+    assert_eq!(claim.header(headers::STATUS), Some("streaming"));
+    assert_eq!(h.relay.text(), "One two three four");
+    assert_eq!(h.relay.status(), Status::Completed);
+}
+
+#[test]
+fn a_continued_answer_whose_rebuilt_text_differs_sends_it_whole() {
+    let events = background_events(&["One", " two", " three"]);
+    // Ably holds a text the events do not give (a lost append the dead publisher never
+    // repaired): the first publish after the rebuild is a full update.
+    let h = continued("One", 4, &events);
+    assert_eq!(
+        h.transcript(),
+        [
+            "append \"\"",
+            "update[streaming] \"One two three\"",
+            "update[completed] \"One two three\""
+        ]
+    );
+}
+
+#[test]
+fn a_continued_answer_that_breaks_before_its_rebuild_keeps_the_published_text() {
+    let events = background_events(&["One", " two", " three"]);
+    let mut h = continued("One two", 4, &events[..3]);
+    h.relay.handle_stream_error(ms(h.now), "gone again");
+    h.drain();
+    assert_eq!(
+        h.transcript(),
+        ["append \"\"", "update[failed] \"One two\""]
+    );
+    assert_eq!(h.last().header(headers::LENGTH), Some("7"));
+}
+
+#[test]
+fn a_continued_answer_whose_end_was_published_but_not_its_update_finishes() {
+    // The dead publisher appended through the terminal event but its update was lost.
+    let events = background_events(&["One", " two"]);
+    let last = events.len() as u64 - 1;
+    let h = continued("One two", last, &events);
+    assert_eq!(
+        h.transcript(),
+        ["append \"\"", "update[completed] \"One two\""]
+    );
+}
+
+#[test]
+fn a_handed_over_answer_sends_its_buffered_text_and_no_end() {
+    let mut h = leased(1_000);
+    let events = background_events(&["One", " two", " three"]);
+    for event in &events[..5] {
+        h.event(10, event);
+    }
+    // " two" waits for its window when the daemon shuts down.
+    h.relay.hand_over(ms(20));
+    h.drain();
+    assert_eq!(
+        h.transcript(),
+        ["create", "append \"One\"", "append \" two\""]
+    );
+    assert_eq!(sequence_header(&h.ops[2].1), Some(4));
+    assert_eq!(h.relay.status(), Status::Streaming);
+    assert!(h.relay.is_finished());
+    assert_eq!(
+        h.relay.poll_timeout(),
+        None,
+        "no heartbeat after the handover"
+    );
+    // Nothing more, whatever comes.
+    h.event(30, &events[5]);
+    h.relay.handle_stream_end(ms(40));
+    h.drain();
+    assert_eq!(h.ops.len(), 3);
+}

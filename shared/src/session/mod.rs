@@ -52,7 +52,7 @@ use crate::headers::Status;
 use crate::ids::{ChannelName, MessageId, Serial};
 use crate::openai::StreamEvent;
 use crate::protocol::{ErrorInfo, Message};
-use crate::relay::{Relay, RelayConfig};
+use crate::relay::{Continuation, Relay, RelayConfig};
 use crate::time::Instant;
 
 use answer::{Answer, Kind};
@@ -293,6 +293,21 @@ impl Session {
 
     /// Starts an answer: its create is queued at once, before any stream event.
     pub fn start(&mut self, now: Instant, spec: AnswerSpec) -> AnswerId {
+        self.begin(now, spec, None)
+    }
+
+    /// Carries on an answer another publisher began and left ([`Relay::continuing`]): its
+    /// message exists, so nothing is created; the model stream is fed from its start.
+    pub fn continue_answer(
+        &mut self,
+        now: Instant,
+        spec: AnswerSpec,
+        from: Continuation,
+    ) -> AnswerId {
+        self.begin(now, spec, Some(from))
+    }
+
+    fn begin(&mut self, now: Instant, spec: AnswerSpec, from: Option<Continuation>) -> AnswerId {
         let id = AnswerId(self.next_answer);
         self.next_answer += 1;
         let channel_rate = self.config.channel_rate;
@@ -301,13 +316,17 @@ impl Session {
             .entry(spec.channel.clone())
             .or_insert_with(|| (Pace::new(channel_rate), 0));
         *streaming += 1;
-        let relay = Relay::new(RelayConfig {
+        let config = RelayConfig {
             window: self.config.window,
             source: self.config.source.clone(),
             prompt: spec.prompt,
             max_message_size: self.config.max_message_size,
             lease: self.config.lease,
-        });
+        };
+        let relay = match from {
+            Some(from) => Relay::continuing(config, from),
+            None => Relay::new(config),
+        };
         self.answers
             .insert(id, Answer::new(relay, spec.channel, spec.create_id));
         if let Some(answer) = self.answers.get_mut(&id) {
@@ -342,6 +361,16 @@ impl Session {
     }
 
     /// A user stopped the answer: it ends `cancelled` with its text so far.
+    /// The publisher shuts down and leaves the answer to whoever carries it on: buffered
+    /// text goes out, then nothing ([`Relay::hand_over`]); it stays `streaming`.
+    pub fn hand_over(&mut self, now: Instant, id: AnswerId) {
+        if let Some(answer) = self.answers.get_mut(&id) {
+            answer.relay.hand_over(now);
+            self.after(now, id);
+        }
+    }
+
+    /// The user asked to stop the answer: it ends `cancelled`.
     pub fn cancel(&mut self, now: Instant, id: AnswerId) {
         if let Some(answer) = self.answers.get_mut(&id) {
             answer.relay.cancel(now);

@@ -765,7 +765,7 @@ async fn a_resume_is_a_get_after_the_last_event_retried_until_its_stream_begins(
         ..config(&server.base_url)
     })
     .unwrap();
-    let stream = client.resume("resp_1", 7).await.unwrap();
+    let stream = client.resume("resp_1", Some(7)).await.unwrap();
     assert_eq!(stream.retries(), 1);
     assert_eq!(text_of(&drain(stream).await), "Hi there");
     let seen = server.seen();
