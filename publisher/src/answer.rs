@@ -10,7 +10,7 @@
 
 mod session;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -55,8 +55,11 @@ pub enum Stop {
     No,
     /// A user cancelled: the answer ends `cancelled`.
     Cancel,
-    /// The daemon is shutting down: the answer ends `failed` saying so.
+    /// The daemon is shutting down: the answer ends `failed` saying so (or, a background
+    /// answer, is handed over).
     Shutdown,
+    /// Another daemon claimed the answer this one carries on: publish nothing more.
+    Abandon,
 }
 
 /// The `error` header of answers cut short by a shutdown.
@@ -107,7 +110,12 @@ pub struct Answers {
     ledger: Option<ChannelName>,
     /// The creates of this process's answers in flight, which its own sweeper leaves alone.
     running: Arc<Mutex<HashSet<MessageId>>>,
+    /// The answers this process carries on: the id of its claim and how to stop it.
+    carrying: Arc<Mutex<HashMap<MessageId, Carried>>>,
 }
+
+/// An answer this process carries on: the id of its claim, and the stop that gives it up.
+type Carried = (MessageId, watch::Sender<Stop>);
 
 /// One answer to stream.
 #[derive(Clone, Debug)]
@@ -226,6 +234,7 @@ impl Answers {
             lease: None,
             ledger: None,
             running: Arc::new(Mutex::new(HashSet::new())),
+            carrying: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -475,12 +484,18 @@ impl Answers {
     pub fn carry_on(
         &self,
         entry: Entry,
+        claim: MessageId,
         response_id: String,
         from: Continuation,
     ) -> impl Future<Output = Report> + Send + 'static {
         if let Ok(mut running) = self.running.lock() {
             running.insert(entry.id.clone());
         }
+        let (stopper, mut stop) = watch::channel(Stop::No);
+        if let Ok(mut carrying) = self.carrying.lock() {
+            carrying.insert(entry.id.clone(), (claim, stopper));
+        }
+        let carrying = Arc::clone(&self.carrying);
         let in_flight = Running {
             running: Arc::clone(&self.running),
             id: entry.id.clone(),
@@ -502,16 +517,40 @@ impl Answers {
                     .map(|prompt| Serial::new(prompt.clone())),
                 create_id: entry.id.clone(),
             };
-            // Nobody stops a carried-on answer but the model's end: a shutdown leaves it to
-            // the next sweeper, as it found it.
-            let (_keep, mut stop) = watch::channel(Stop::No);
+            // Only a newer claim stops a carried-on answer (`Answers::abandon`); a shutdown
+            // leaves it to the next sweeper, as it found it.
             let report = answers
                 .stream(spec, Some(from), opening, &entry, &mut stop, &mut ())
                 .await;
+            if let Ok(mut carrying) = carrying.lock() {
+                carrying.remove(&entry.id);
+            }
             if report.publish_error.is_none() && !report.gave_up && report.status.is_terminal() {
                 answers.record(&entry.ended()).await;
             }
             report
+        }
+    }
+
+    /// The answers this process carries on, each with the id of its claim.
+    pub fn carrying(&self) -> Vec<(MessageId, MessageId)> {
+        self.carrying.lock().map_or_else(
+            |_| Vec::new(),
+            |carrying| {
+                carrying
+                    .iter()
+                    .map(|(entry, (claim, _))| (entry.clone(), claim.clone()))
+                    .collect()
+            },
+        )
+    }
+
+    /// Stops carrying on the answer created as `entry`: another daemon claimed it since.
+    pub fn abandon(&self, entry: &MessageId) {
+        if let Ok(carrying) = self.carrying.lock() {
+            if let Some((_, stop)) = carrying.get(entry) {
+                let _ = stop.send(Stop::Abandon);
+            }
         }
     }
 
@@ -631,6 +670,10 @@ impl Answers {
                             feed.send(Input::HandOver);
                         }
                         Stop::Shutdown => feed.send(Input::Error(SHUTDOWN_ERROR.to_owned())),
+                        Stop::Abandon => {
+                            tracing::warn!(%channel, "another daemon claimed the answer; stopping");
+                            feed.send(Input::Abandon);
+                        }
                     }
                     if reason != Stop::No {
                         reading = false;

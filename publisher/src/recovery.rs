@@ -79,6 +79,13 @@ impl Sweeper {
             .history(&self.ledger, recovery::LEDGER_WINDOW)
             .await?;
         let mut swept = Swept::default();
+        // An answer this process carries on that someone claimed since (this process could
+        // not publish for longer than its lease) is theirs now.
+        for (entry, claim) in self.answers.carrying() {
+            if recovery::reclaimed(&ledger, &entry, &claim) {
+                self.answers.abandon(&entry);
+            }
+        }
         for entry in recovery::open_entries(&ledger) {
             if self.answers.is_running(&entry.id) {
                 continue;
@@ -159,7 +166,9 @@ impl Sweeper {
         }
         tracing::warn!(channel = %entry.channel, serial = ?answer.serial, response = %response_id, after = from.through, "carrying on an answer whose publisher was lost");
         let channel = entry.channel.clone();
-        let run = self.answers.carry_on(entry.clone(), response_id, from);
+        let run = self
+            .answers
+            .carry_on(entry.clone(), entry.claim_id(&loss), response_id, from);
         tokio::spawn(async move {
             let report = run.await;
             tracing::info!(%channel, status = %report.status, "a carried-on answer ended");

@@ -146,6 +146,24 @@ pub fn claimant(history: &[Message], claim_id: &MessageId) -> Option<String> {
     data.get("by")?.as_str().map(str::to_owned)
 }
 
+/// Whether the answer created as `entry` was claimed again after the claim `ours`: a claim
+/// of it with another id is newer in `history` (newest first) than ours.
+pub fn reclaimed(history: &[Message], entry: &MessageId, ours: &MessageId) -> bool {
+    let prefix = format!("{}:claim:", entry.as_str());
+    for message in history {
+        let Some(id) = &message.id else {
+            continue;
+        };
+        if id == ours {
+            return false;
+        }
+        if message.name.as_deref() == Some(CLAIMED_NAME) && id.as_str().starts_with(&prefix) {
+            return true;
+        }
+    }
+    false
+}
+
 /// How a lost answer can be carried on instead of ended: its response id and where its
 /// text stands, when its headers say it is a background response and how far through the
 /// stream its text is ([`headers::SEQUENCE`]).
@@ -325,9 +343,35 @@ mod tests {
             claimant(&[second.clone(), a.begun(), first.clone()], &id).as_deref(),
             Some("daemon-1")
         );
-        assert_eq!(claimant(&[second], &id).as_deref(), Some("daemon-2"));
+        assert_eq!(
+            claimant(std::slice::from_ref(&second), &id).as_deref(),
+            Some("daemon-2")
+        );
         assert_eq!(claimant(&[a.begun()], &id), None);
+        // Claimed again after ours: the newer claimant carries it on.
+        let ours = a.claim_id("41-10000");
+        let newer = a.claim("504-25000", "daemon-2");
+        assert!(recovery_reclaimed(
+            &[newer.clone(), first.clone()],
+            &a,
+            &ours
+        ));
+        assert!(!recovery_reclaimed(
+            &[first.clone(), newer.clone()],
+            &a,
+            &ours
+        ));
+        assert!(
+            !recovery_reclaimed(&[second.clone(), first.clone()], &a, &ours),
+            "the same loss"
+        );
+        let other = entry("ai:one", "x-answer-1").claim("1-1", "daemon-2");
+        assert!(!recovery_reclaimed(&[other, first.clone()], &a, &ours));
         // A claim is no entry: it neither opens nor closes one.
         assert_eq!(open_entries(&[first, a.begun()]), [a]);
+    }
+
+    fn recovery_reclaimed(history: &[Message], entry: &Entry, ours: &MessageId) -> bool {
+        reclaimed(history, &entry.id, ours)
     }
 }

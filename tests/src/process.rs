@@ -80,18 +80,34 @@ impl DaemonProcess {
 
     /// Sends SIGTERM, as systemd does on a deploy, and waits (up to 30 s) for the exit.
     pub async fn terminate(mut self) -> Result<(), String> {
-        let pid = self.child.id().ok_or("the daemon already exited")?;
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
-            .status()
-            .map_err(|e| e.to_string())?;
-        if !status.success() {
-            return Err(format!("kill -TERM {pid} failed"));
-        }
+        self.signal("TERM")?;
         tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
             .map_err(|_| "the daemon did not exit within 30 s of SIGTERM".to_owned())?
             .map(|_| ())
             .map_err(|e| e.to_string())
+    }
+
+    /// Freezes the process (SIGSTOP), as a host starved of CPU or cut off would.
+    pub fn freeze(&self) -> Result<(), String> {
+        self.signal("STOP")
+    }
+
+    /// Lets a frozen process go on (SIGCONT).
+    pub fn thaw(&self) -> Result<(), String> {
+        self.signal("CONT")
+    }
+
+    fn signal(&self, name: &str) -> Result<(), String> {
+        let pid = self.child.id().ok_or("the daemon already exited")?;
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid.to_string()])
+            .status()
+            .map_err(|e| e.to_string())?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("kill -{name} {pid} failed"))
+        }
     }
 }

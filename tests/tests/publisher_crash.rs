@@ -422,3 +422,58 @@ async fn a_sigterm_hands_a_background_answer_over_to_the_next_daemon() {
     let ledger = rig.ledger().await;
     assert!(recovery::open_entries(&ledger).is_empty(), "{ledger:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_carrier_frozen_past_its_lease_gives_the_answer_up_to_the_one_that_claimed_it() {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let rig = Rig::new().await;
+    let channel = "ai:crash-frozen-carrier";
+    let input = "a story whose carrier freezes";
+    let (mut live, serial, died, _) = rig.kill_mid_answer_with(channel, input, BACKGROUND).await;
+    let carrier = rig.daemon_with(BACKGROUND).await;
+    let at_death = live.view.answer(&serial).unwrap().text().len();
+    let grew = live
+        .until(RECOVERY_LIMIT, |view| {
+            view.answer(&serial)
+                .is_some_and(|a| a.text().len() > at_death + 20)
+        })
+        .await;
+    assert!(grew, "the first carrier never carried the answer on");
+    // The carrier freezes for longer than its lease; another daemon claims the answer.
+    carrier.freeze().unwrap();
+    let _next = rig.daemon_with(BACKGROUND).await;
+    let claimed = async {
+        for _ in 0..300 {
+            if named(&rig.ledger().await, recovery::CLAIMED_NAME).len() >= 2 {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    };
+    assert!(claimed.await, "nobody claimed the frozen carrier's answer");
+    carrier.thaw().unwrap();
+    let full = full_text(input);
+    let done = live
+        .until(Duration::from_secs(60), |view| {
+            view.answer(&serial)
+                .is_some_and(|a| a.status().is_terminal())
+        })
+        .await;
+    assert!(done, "the answer never ended");
+    let answer = live.view.answer(&serial).unwrap();
+    assert_eq!(answer.status(), Status::Completed);
+    assert_eq!(answer.text(), full);
+    eprintln!(
+        "frozen carrier: completed {:.1} s after the death",
+        (unix_ms() - died) as f64 / 1000.0
+    );
+    check_completed(&rig.server, channel, &serial, &full).await;
+    // The thawed carrier gave the answer up instead of ending it again: one end recorded.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    check_completed(&rig.server, channel, &serial, &full).await;
+    let ledger = rig.ledger().await;
+    assert!(recovery::open_entries(&ledger).is_empty(), "{ledger:?}");
+    let ended = named(&ledger, recovery::ENDED_NAME).len();
+    assert_eq!(ended, 1, "the entry was closed {ended} times");
+}

@@ -57,6 +57,8 @@ pub(super) enum Input {
     Cancel,
     /// The daemon shuts down and leaves the answer to the next one ([`Session::hand_over`]).
     HandOver,
+    /// Another daemon claimed the answer ([`Session::abandon`]).
+    Abandon,
 }
 
 /// News of an answer, for its task.
@@ -204,6 +206,7 @@ impl SessionTask {
                     Input::End => self.session.handle_stream_end(now, answer),
                     Input::Cancel => self.session.cancel(now, answer),
                     Input::HandOver => self.session.hand_over(now, answer),
+                    Input::Abandon => self.session.abandon(now, answer),
                 }
                 if let (Some(owner), Some(text)) =
                     (owners.get_mut(&answer), self.session.text(answer))

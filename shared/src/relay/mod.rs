@@ -487,6 +487,13 @@ impl Relay {
         self.closed = true;
     }
 
+    /// Another publisher carries the answer on now: nothing more is published from here,
+    /// not even what is buffered.
+    pub fn abandon(&mut self) {
+        self.ended = true;
+        self.closed = true;
+    }
+
     /// The user asked to stop: the answer ends `cancelled` with the text so far.
     pub fn cancel(&mut self, now: Instant) {
         self.finish(now, Status::Cancelled, Ending::Plain);

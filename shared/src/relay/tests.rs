@@ -1586,3 +1586,73 @@ fn a_handed_over_answer_sends_its_buffered_text_and_no_end() {
     h.drain();
     assert_eq!(h.ops.len(), 3);
 }
+
+/// Deltas of one to three characters from a small alphabet with multi-byte letters.
+fn small_deltas() -> impl Strategy<Value = Vec<String>> {
+    prop::collection::vec("[aé日🙂 ]{1,3}", 0..25)
+}
+
+proptest! {
+    /// However far the dead publisher got, and whether or not the channel's text matches the
+    /// events it says it includes, a carried-on answer ends with the model's text for a
+    /// viewer who had the channel's text, and from its first publish on shows only the
+    /// model's text so far; when the channel's text matched, it only ever grows (appends,
+    /// no rewrite) until the final update.
+    #[test]
+    fn a_continued_answer_converges_on_the_models_text(
+        deltas in small_deltas(),
+        cut in 0..26usize,
+        window in 0..60u64,
+        gaps in prop::collection::vec(0..40u64, 40),
+        other in prop::option::of("[a-z]{0,6}"),
+    ) {
+        let cut = cut.min(deltas.len());
+        let strs: Vec<&str> = deltas.iter().map(String::as_str).collect();
+        let events = background_events(&strs);
+        let full = deltas.concat();
+        let consistent = other.is_none();
+        let published = other.unwrap_or_else(|| deltas[..cut].concat());
+        // Events 0..=2 open the answer; delta i is event 3 + i.
+        let through = 2 + cut as u64;
+        let mut h = leased(window);
+        h.relay = Relay::continuing(
+            h.relay.config().clone(),
+            Continuation {
+                serial: Serial::new(SERIAL),
+                text: published.clone(),
+                headers: BTreeMap::new(),
+                through,
+            },
+        );
+        h.relay.start(ms(0));
+        h.drain();
+        let mut t = 0;
+        for (event, gap) in events.iter().zip(gaps.iter().cycle()) {
+            t += gap;
+            h.event(t, event);
+        }
+        h.advance(t + 10_000);
+        prop_assert_eq!(h.relay.status(), Status::Completed);
+        let mut view = published.clone();
+        let last = h.ops.len() - 1;
+        for (i, (_, op)) in h.ops.iter().enumerate() {
+            match op {
+                PublishOp::Create(_) => prop_assert!(false, "a continued answer creates nothing"),
+                PublishOp::Append(_) => view.push_str(op.text()),
+                PublishOp::Update(_) => {
+                    prop_assert!(!consistent || i == last, "a rewrite of a matching text: {:?}", h.transcript());
+                    op.text().clone_into(&mut view);
+                }
+            }
+            let m = op.message();
+            let (length, digest) = (view.len().to_string(), headers::digest(&view));
+            prop_assert_eq!(m.header(headers::LENGTH), Some(length.as_str()));
+            prop_assert_eq!(m.header(headers::DIGEST), Some(digest.as_str()));
+            // After the claim, every version a viewer holds is the model's text so far.
+            if i > 0 || consistent {
+                prop_assert!(full.starts_with(&view), "{:?} is not a prefix of {:?}", view, full);
+            }
+        }
+        prop_assert_eq!(view, full);
+    }
+}

@@ -370,6 +370,15 @@ impl Session {
         }
     }
 
+    /// Another publisher carries the answer on ([`Relay::abandon`]): this session
+    /// publishes nothing more of it.
+    pub fn abandon(&mut self, now: Instant, id: AnswerId) {
+        if let Some(answer) = self.answers.get_mut(&id) {
+            answer.relay.abandon();
+            self.after(now, id);
+        }
+    }
+
     /// The user asked to stop the answer: it ends `cancelled`.
     pub fn cancel(&mut self, now: Instant, id: AnswerId) {
         if let Some(answer) = self.answers.get_mut(&id) {
