@@ -357,6 +357,25 @@ async fn check_completed(server: &Sockudo, channel: &str, serial: &Serial, full:
     assert_eq!(answers[0].text().unwrap(), full);
 }
 
+/// Follows a carried-on answer to its end ([`watch_carry_on`]), checks it on rewind and in
+/// history, and that the ledger has nothing open; `label` names the case in the figures.
+async fn check_carried_on(
+    rig: &Rig,
+    live: &mut Subscriber,
+    (channel, serial): (&str, &Serial),
+    since_ms: i64,
+    input: &str,
+    label: &str,
+) -> Vec<shared::protocol::Message> {
+    let full = full_text(input);
+    let (grew, completed) = watch_carry_on(live, serial, since_ms, &full).await;
+    eprintln!("{label}: carried on after {grew:.1} s, completed after {completed:.1} s");
+    check_completed(&rig.server, channel, serial, &full).await;
+    let ledger = rig.ledger().await;
+    assert!(recovery::open_entries(&ledger).is_empty(), "{ledger:?}");
+    ledger
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_daemons_background_answer_is_carried_on_by_its_restart_to_the_exact_text() {
     let _turn = ONE_AT_A_TIME.lock().await;
@@ -366,12 +385,15 @@ async fn a_killed_daemons_background_answer_is_carried_on_by_its_restart_to_the_
     let (mut live, serial, died, _) = rig.kill_mid_answer_with(channel, input, BACKGROUND).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let _second = rig.daemon_with(BACKGROUND).await;
-    let full = full_text(input);
-    let (grew, completed) = watch_carry_on(&mut live, &serial, died, &full).await;
-    eprintln!("background restart: carried on after {grew:.1} s, completed after {completed:.1} s");
-    check_completed(&rig.server, channel, &serial, &full).await;
-    let ledger = rig.ledger().await;
-    assert!(recovery::open_entries(&ledger).is_empty(), "{ledger:?}");
+    let ledger = check_carried_on(
+        &rig,
+        &mut live,
+        (channel, &serial),
+        died,
+        input,
+        "background restart",
+    )
+    .await;
     let claims = named(&ledger, recovery::CLAIMED_NAME).len();
     assert_eq!(claims, 1, "one claim of the one loss");
 }
@@ -389,14 +411,15 @@ async fn when_one_of_two_background_replicas_dies_the_other_carries_its_answer_o
     streaming(&mut live, &serial, 40).await;
     doomed.kill().await;
     let died = unix_ms();
-    let full = full_text(input);
-    let (grew, completed) = watch_carry_on(&mut live, &serial, died, &full).await;
-    eprintln!(
-        "background replicas: carried on after {grew:.1} s, completed after {completed:.1} s"
-    );
-    check_completed(&rig.server, channel, &serial, &full).await;
-    let ledger = rig.ledger().await;
-    assert!(recovery::open_entries(&ledger).is_empty(), "{ledger:?}");
+    check_carried_on(
+        &rig,
+        &mut live,
+        (channel, &serial),
+        died,
+        input,
+        "background replicas",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -415,12 +438,15 @@ async fn a_sigterm_hands_a_background_answer_over_to_the_next_daemon() {
     let _next = rig.daemon_with(BACKGROUND).await;
     let status = live.view.answer(&serial).unwrap().status();
     assert_eq!(status, Status::Streaming, "the shutdown ended the answer");
-    let full = full_text(input);
-    let (grew, completed) = watch_carry_on(&mut live, &serial, stopped, &full).await;
-    eprintln!("handover: carried on after {grew:.1} s, completed after {completed:.1} s");
-    check_completed(&rig.server, channel, &serial, &full).await;
-    let ledger = rig.ledger().await;
-    assert!(recovery::open_entries(&ledger).is_empty(), "{ledger:?}");
+    check_carried_on(
+        &rig,
+        &mut live,
+        (channel, &serial),
+        stopped,
+        input,
+        "handover",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
